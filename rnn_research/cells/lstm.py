@@ -1,0 +1,101 @@
+"""Long short-term memory (lecture section 4, eq. 13.3-13.6) and its variants.
+
+`standard` (PyTorch, Flax):            `lecture` (eq. 13.3-13.6, our time index):
+  i = sigmoid(z_i)                       f = sigmoid(z_f + c*_{t-1} W_cf)        (13.4)
+  f = sigmoid(z_f)                       g = σ(z_g + c*_{t-1} W_cg)              (13.5)
+  g = σ(z_g)                             c_t = f ⊙ c_{t-1} + (1 - f) ⊙ g          (13.3)
+  c_t = f ⊙ c_{t-1} + i ⊙ g              o = sigmoid(z_o + c*_{t-1} W_co)
+  o = sigmoid(z_o)                       h_t = o ⊙ σ(c_t)                         (13.6)
+  h_t = o ⊙ σ(c_t)
+with z = x_t W_x + b + h_{t-1} W_h; c* = stop_gradient(c) (the lecture's footnote) and the c*
+terms are present only when `lecture_peephole` is on. The Greff et al. 2017 variants
+(`peephole`, `nig`, `nfg`, `nog`, `niaf`, `noaf`, `np`, `cifg`, `fgr`) are flag sets in
+`lstm_variants.py`; peepholes add p_i ⊙ c_{t-1} to z_i, p_f ⊙ c_{t-1} to z_f, p_o ⊙ c_t to z_o.
+Carry: (h, c), plus [i, f, o]_{t-1} for `fgr`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rnn_research.cells.base import CELLS, Carry, Cell
+from rnn_research.cells.lstm_variants import LSTM_VARIANTS
+from rnn_research.initializers import input_init
+
+_PEEPHOLE_STD = 0.1
+
+
+@CELLS.register("lstm")
+class LSTMCell(Cell):
+  """LSTM with `cfg.lstm_variant`; see the module docstring for the equations."""
+
+  def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs):
+    self.variant = LSTM_VARIANTS.get(cfg.lstm_variant)
+    if cfg.lecture_peephole and not self.variant.lecture:
+      raise ValueError("lecture_peephole=True needs lstm_variant='lecture', got "
+                       f"{cfg.lstm_variant!r}")
+    self.lecture_peephole = bool(cfg.lecture_peephole)
+    gates = self.variant.gates
+    super().__init__(in_features, cfg, rngs, num_gates=len(gates))
+    size = cfg.hidden_size
+    if "f" in gates:
+      f = gates.index("f")
+      self.b[...] = self.b[...].at[f * size:(f + 1) * size].set(cfg.forget_bias)
+    if self.variant.peephole:
+      self.peep = nnx.Param(_PEEPHOLE_STD * jax.random.normal(
+          rngs.params(), (len(self._gated), size)))
+    if self.variant.full_gate_recurrence:
+      self.w_gates = nnx.Param(input_init(rngs.params(), (3 * size, 3 * size)))
+    if self.lecture_peephole:
+      self.w_c = nnx.Param(input_init(rngs.params(), (size, len(gates) * size)))
+
+  @property
+  def _gated(self) -> tuple[str, ...]:
+    """The sigmoid gates present (their peepholes, in order)."""
+    return tuple(g for g in self.variant.gates if g != "g")
+
+  def extra_params(self) -> dict[str, jax.Array]:
+    pw = {}
+    if self.variant.peephole:
+      pw["peep"] = self.peep[...]
+    if self.variant.full_gate_recurrence:
+      pw["w_gates"] = self.w_gates[...]
+    if self.lecture_peephole:
+      pw["w_c"] = self.w_c[...]
+    return pw
+
+  def carry_widths(self) -> tuple[int, ...]:
+    size = self.hidden_size
+    return (size, size, 3 * size) if self.variant.full_gate_recurrence else (size, size)
+
+  def pointwise(self, pw, z, zh, carry: Carry):
+    v, size = self.variant, self.hidden_size
+    c_prev = carry[1]
+    if self.lecture_peephole:
+      z = z + jax.lax.stop_gradient(c_prev) @ pw["w_c"]
+    pre = {g: z[..., k * size:(k + 1) * size] for k, g in enumerate(v.gates)}
+    if v.full_gate_recurrence:
+      fed_back = carry[2] @ pw["w_gates"]
+      for k, g in enumerate(("i", "f", "o")):
+        pre[g] = pre[g] + fed_back[..., k * size:(k + 1) * size]
+    peep = dict(zip(self._gated, pw["peep"])) if v.peephole else {}
+    gate = {}
+    for g in ("i", "f"):
+      if g in pre:
+        gate[g] = jax.nn.sigmoid(pre[g] + peep[g] * c_prev if g in peep else pre[g])
+    if v.coupled:
+      gate["i"] = 1.0 - gate["f"]
+    g_in = self.activation(pre["g"]) if v.input_act else pre["g"]
+    if v.lecture:
+      c = gate["f"] * c_prev + (1.0 - gate["f"]) * g_in
+    else:
+      c = gate.get("f", 1.0) * c_prev + gate.get("i", 1.0) * g_in
+    if "o" in pre:
+      gate["o"] = jax.nn.sigmoid(pre["o"] + peep["o"] * c if "o" in peep else pre["o"])
+    h = gate.get("o", 1.0) * (self.activation(c) if v.output_act else c)
+    if v.full_gate_recurrence:
+      return (h, c, jnp.concatenate([gate["i"], gate["f"], gate["o"]], axis=-1)), h
+    return (h, c), h

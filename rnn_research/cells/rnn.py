@@ -1,0 +1,42 @@
+"""The vanilla RNN of eq. 13.1 and its MLP-filter form (lecture 1.2, Fig 13.3)."""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from flax import nnx
+
+from rnn_research.cells.base import CELLS, Carry, Cell
+from rnn_research.initializers import input_init
+
+TRANSITIONS = ("linear", "mlp")
+
+
+@CELLS.register("rnn")
+class RNNCell(Cell):
+  """h_t = σ(W_h h_{t-1} + W_x x_t + b), h_0 = 0  (eq. 13.1; we index the input x_t).
+
+  With `transition='mlp'` the filter is a one-hidden-layer MLP of [h_{t-1}, x_t]:
+    a_t = σ(W_h h_{t-1} + W_x x_t + b)   [B, M]   (M = mlp_hidden)
+    h_t = σ(a_t W_2 + b_2)               [B, H]
+  """
+
+  def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs):
+    if cfg.transition not in TRANSITIONS:
+      raise ValueError(f"unknown transition {cfg.transition!r}; valid choices: "
+                       f"{', '.join(TRANSITIONS)}")
+    self.mlp = cfg.transition == "mlp"
+    super().__init__(in_features, cfg, rngs, num_gates=1,
+                     gate_width=cfg.mlp_hidden if self.mlp else None)
+    if self.mlp:
+      self.w_2 = nnx.Param(input_init(rngs.params(), (cfg.mlp_hidden, cfg.hidden_size)))
+      self.b_2 = nnx.Param(jax.numpy.zeros((cfg.hidden_size,)))
+
+  def extra_params(self) -> dict[str, jax.Array]:
+    return {"w_2": self.w_2[...], "b_2": self.b_2[...]} if self.mlp else {}
+
+  def pointwise(self, pw, z, zh, carry: Carry):
+    h = self.activation(z)
+    if self.mlp:
+      h = self.activation(h @ pw["w_2"] + pw["b_2"])
+    return (h,), h

@@ -1,0 +1,73 @@
+"""The engine: runs any cell over time in `jax.lax.scan`, with an execution strategy.
+
+Every strategy computes the step of `rnn_research.step`; they differ only in where the
+matmuls run and how the backward pass is formed.
+
+Strategies (`config.model.engine`):
+  scan          both matmuls inside the scan, plain autodiff.
+  scan_hoisted  zx for all steps as one GEMM before the scan, plain autodiff.
+  vjp           as `scan` forward; a custom VJP whose reverse scan carries only d(carry) and
+                writes dz_t, then dW_h, dW_x, db, dX are single einsums over all steps.
+  vjp_hoisted   as `vjp` with the hoisted forward projection.
+  auto          per backend, by measurement (see README's benchmark): `vjp` on CPU;
+                `vjp_hoisted` on GPU/TPU, where the hoisted GEMM is the classic win (cuDNN).
+`remat` recomputes the step in the backward pass (autodiff: `jax.checkpoint` on the step; vjp:
+only the carries are stored and z_t is recomputed in the reverse scan).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+
+from rnn_research.cells.base import Carry, Cell
+from rnn_research.step import project, recur
+from rnn_research.vjp import scan_custom_vjp
+
+ENGINES = ("auto", "scan", "scan_hoisted", "vjp", "vjp_hoisted")
+_AUTO = {"cpu": "vjp"}
+_AUTO_ACCELERATOR = "vjp_hoisted"
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+  """Attributes:
+    hoist: compute x W_x + b for all steps as one GEMM before the scan.
+    custom_vjp: use the custom backward of `rnn_research.vjp`.
+    remat: recompute instead of store for the backward pass.
+  """
+
+  hoist: bool = False
+  custom_vjp: bool = False
+  remat: bool = False
+
+
+def strategy(engine: str, remat: bool = False, backend: str | None = None) -> Strategy:
+  """The `Strategy` for `config.model.engine` on `backend` (default: JAX's default backend)."""
+  if engine not in ENGINES:
+    raise ValueError(f"unknown engine {engine!r}; valid choices: {', '.join(ENGINES)}")
+  if engine == "auto":
+    engine = _AUTO.get(backend or jax.default_backend(), _AUTO_ACCELERATOR)
+  return Strategy(hoist=engine.endswith("hoisted"), custom_vjp=engine.startswith("vjp"),
+                  remat=bool(remat))
+
+
+def run_layer(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array | None,
+              carry0: Carry, how: Strategy) -> tuple[jax.Array, Carry]:
+  """One layer over a sequence, time-major: xs [T, B, F], mask [T, B] or None.
+
+  Returns ys [T, B, H] and the final carry.
+  """
+  if how.custom_vjp:
+    return scan_custom_vjp(cell, p, xs, mask, carry0, how)
+
+  def body(carry, inputs):
+    u, m = inputs
+    return recur(cell, p, carry, u if how.hoist else project(p, u), m)
+
+  if how.remat:
+    body = jax.checkpoint(body)
+  inputs = project(p, xs) if how.hoist else xs
+  carry, ys = jax.lax.scan(body, carry0, (inputs, mask))
+  return ys, carry

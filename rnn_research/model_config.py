@@ -1,0 +1,59 @@
+"""The `config.model` section: every recurrent-core design axis, its default and its check."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import ml_collections
+
+
+def model_defaults() -> ml_collections.ConfigDict:
+  """Defaults of every `config.model` key (lecture section in brackets)."""
+  m = ml_collections.ConfigDict()
+  # Recurrent cell, by name: rnn (eq. 13.1), lstm (4.2), gru.
+  m.cell = "lstm"
+  # Width H of every layer's hidden state h_t.
+  m.hidden_size = 64
+  # Number of stacked recurrent layers (composed RNN, Fig 13.4).
+  m.num_layers = 1
+  # σ of eq. 13.1; for lstm/gru the input and output activation (gates stay sigmoid) [2.1.1].
+  m.activation = "tanh"
+  # rnn only: `linear` filter (W_h h + W_x x + b) or an `mlp` of [h, x] (1.2, Fig 13.3).
+  m.transition = "linear"
+  # Hidden units of the `mlp` transition.
+  m.mlp_hidden = 64
+  # lstm only: standard, lecture (eq. 13.3-13.6), peephole, or a Greff et al. 2017 variant.
+  m.lstm_variant = "standard"
+  # lstm_variant=lecture only: add the stop-gradient c* term of eq. 13.4/13.5.
+  m.lecture_peephole = False
+  # lstm: initial bias of the forget gate (1.0 keeps memory at the start of training).
+  m.forget_bias = 1.0
+  # Initialiser of each gate block of W_h: orthogonal, identity (IRNN), normal, lecun.
+  m.recurrent_init = "orthogonal"
+  # Multiplies the recurrent initialiser: the gain of W_h at step 0.
+  m.recurrent_scale = 1.0
+  # Per-step map of the top layer to the outputs: linear or mlp.
+  m.readout = "linear"
+  # Hidden units of the `mlp` readout.
+  m.readout_hidden = 64
+  # How the scan runs: auto (per backend), scan, scan_hoisted, vjp, vjp_hoisted.
+  m.engine = "auto"
+  # layer_major (one scan per layer, fastest) or time_major (one scan, all layers inside).
+  m.execution = "layer_major"
+  # Recompute the step in the backward pass instead of storing it (less memory, more time).
+  m.remat = False
+  return m
+
+
+def resolve(config: Mapping[str, Any] | ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
+  """Defaults overlaid with `config`; unknown keys fail with the list of valid keys."""
+  merged = model_defaults()
+  given = dict(config.items())
+  unknown = sorted(set(given) - set(merged.keys()))
+  if unknown:
+    raise ValueError(f"unknown config.model key(s) {unknown}; valid keys: {sorted(merged.keys())}")
+  merged.update(given)
+  for key in ("hidden_size", "num_layers", "mlp_hidden", "readout_hidden"):
+    value = merged[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      raise ValueError(f"config.model.{key} must be a positive integer, got {value!r}")
+  return ml_collections.FrozenConfigDict(merged)

@@ -1,0 +1,130 @@
+"""The stacked recurrent model (composed RNN, Fig 13.4) and `build`, its one constructor.
+
+  model = build(config.model, in_features=F, out_features=O, rngs=nnx.Rngs(0))
+  ys = model(xs, mask)                    xs [B, T, F], mask [B, T] bool -> ys [B, T, O]
+  state = model.initial_state(B)
+  state, y_t = model.step(state, x_t)     x_t [B, F] -> y_t [B, O]; equals ys[:, t]
+
+Layer l's output sequence is layer l+1's input; the readout maps the top layer's h_t to y_t.
+Past a sequence's end (mask false) every carry is frozen and y_t = 0.
+Execution `layer_major` runs one scan per layer (the engine's strategies apply);
+`time_major` runs one scan over time with every layer inside the step, as streaming does.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rnn_research.cells import CELLS, Carry, Cell
+from rnn_research.engine import run_layer, strategy
+from rnn_research.model_config import resolve
+from rnn_research.readout import Readout
+from rnn_research.step import cell_step
+
+State = tuple[Carry, ...]
+EXECUTIONS = ("layer_major", "time_major")
+
+
+class RecurrentStack(nnx.Module):
+  """`num_layers` cells of width `hidden_size`, then an optional per-step readout."""
+
+  def __init__(self, cfg: Any, in_features: int, out_features: int | None, rngs: nnx.Rngs):
+    if cfg.execution not in EXECUTIONS:
+      raise ValueError(f"unknown execution {cfg.execution!r}; valid choices: "
+                       f"{', '.join(EXECUTIONS)}")
+    cell_cls = CELLS.get(cfg.cell)
+    if cfg.transition != "linear" and cfg.cell != "rnn":
+      raise ValueError(f"transition={cfg.transition!r} is defined for cell='rnn' only "
+                       f"(got cell={cfg.cell!r}); use transition='linear'")
+    if not isinstance(in_features, int) or in_features < 1:
+      raise ValueError(f"in_features must be a positive integer, got {in_features!r}")
+    self.in_features = in_features
+    self.how = strategy(cfg.engine, cfg.remat)
+    self.time_major = cfg.execution == "time_major"
+    widths = [in_features] + [cfg.hidden_size] * (cfg.num_layers - 1)
+    self.layers = nnx.List([cell_cls(w, cfg, rngs) for w in widths])
+    self.readout = None if out_features is None else Readout(
+        cfg.readout, cfg.hidden_size, out_features, cfg.readout_hidden,
+        self.layers[0].activation, rngs)
+
+  def initial_state(self, batch_size: int) -> State:
+    """Zero carries of every layer (h_0 = 0, eq. 13.1)."""
+    return tuple(cell.initial_carry(batch_size) for cell in self.layers)
+
+  def __call__(self, xs: jax.Array, mask: jax.Array | None = None, *,
+               state: State | None = None, return_state: bool = False):
+    """xs [B, T, F], mask [B, T] bool -> ys [B, T, O] (and the final state if asked)."""
+    xs = jnp.asarray(xs)
+    if xs.ndim != 3 or xs.shape[-1] != self.in_features:
+      raise ValueError(f"inputs must be [batch, time, {self.in_features}], got shape "
+                       f"{tuple(xs.shape)}")
+    if mask is not None:
+      mask = jnp.asarray(mask)
+      if mask.shape != xs.shape[:2]:
+        raise ValueError(f"mask must be [batch, time] = {tuple(xs.shape[:2])}, got shape "
+                         f"{tuple(mask.shape)}")
+      mask = mask.astype(bool).T
+    if state is None:
+      state = self.initial_state(xs.shape[0])
+    hs = jnp.swapaxes(xs, 0, 1)
+    params = [cell.weights() for cell in self.layers]
+    if self.time_major:
+      hs, state = self._time_major(params, hs, mask, state)
+    else:
+      finals = []
+      for cell, p, carry in zip(self.layers, params, state):
+        hs, carry = run_layer(cell, p, hs, mask, carry, self.how)
+        finals.append(carry)
+      state = tuple(finals)
+    ys = self._read(jnp.swapaxes(hs, 0, 1), None if mask is None else mask.T)
+    return (ys, state) if return_state else ys
+
+  def step(self, state: State, x_t: jax.Array,
+           mask_t: jax.Array | None = None) -> tuple[State, jax.Array]:
+    """One streaming step: x_t [B, F] (mask_t [B]) -> (new state, y_t [B, O])."""
+    x_t = jnp.asarray(x_t)
+    if x_t.ndim != 2 or x_t.shape[-1] != self.in_features:
+      raise ValueError(f"step input must be [batch, {self.in_features}], got shape "
+                       f"{tuple(x_t.shape)}")
+    if mask_t is not None:
+      mask_t = jnp.asarray(mask_t).astype(bool)
+    params = [cell.weights() for cell in self.layers]
+    state, h = self._step_layers(params, state, x_t, mask_t)
+    return state, self._read(h, mask_t)
+
+  def _step_layers(self, params, state: State, x: jax.Array, m: jax.Array | None):
+    """All layers at one time step."""
+    new = []
+    for cell, p, carry in zip(self.layers, params, state):
+      carry, x = cell_step(cell, p, carry, x, m)
+      new.append(carry)
+    return tuple(new), x
+
+  def _time_major(self, params, hs: jax.Array, mask: jax.Array | None, state: State):
+    def body(state, inputs):
+      x, m = inputs
+      return self._step_layers(params, state, x, m)
+
+    if self.how.remat:
+      body = jax.checkpoint(body)
+    state, hs = jax.lax.scan(body, state, (hs, mask))
+    return hs, state
+
+  def _read(self, h: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Readout of h [..., H]; zero where mask [...] is False."""
+    if self.readout is None:
+      return h
+    y = self.readout(h)
+    return y if mask is None else jnp.where(mask[..., None], y, jnp.zeros_like(y))
+
+
+def build(config: Mapping[str, Any], in_features: int, out_features: int | None,
+          rngs: nnx.Rngs) -> RecurrentStack:
+  """The model of `config.model` (see `model_config.model_defaults` for every key).
+
+  `out_features=None` gives no readout: the call returns the top layer's h [B, T, H].
+  """
+  return RecurrentStack(resolve(config), in_features, out_features, rngs)
