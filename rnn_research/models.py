@@ -55,8 +55,14 @@ class RecurrentStack(nnx.Module):
     return tuple(cell.initial_carry(batch_size) for cell in self.layers)
 
   def __call__(self, xs: jax.Array, mask: jax.Array | None = None, *,
-               state: State | None = None, return_state: bool = False):
-    """xs [B, T, F], mask [B, T] bool -> ys [B, T, O] (and the final state if asked)."""
+               state: State | None = None, return_state: bool = False,
+               probes: jax.Array | None = None):
+    """xs [B, T, F], mask [B, T] bool -> ys [B, T, O] (and the final state if asked).
+
+    `probes` [L, B, T, H], if given, is added to every layer's h_t where it leaves the step
+    (to the next step and to the next layer); with zeros the gradient w.r.t. `probes` is
+    dL/dh_t^(l), the lecture's gradient-flow measurement (section 2). It runs time-major.
+    """
     xs = jnp.asarray(xs)
     if xs.ndim != 3 or xs.shape[-1] != self.in_features:
       raise ValueError(f"inputs must be [batch, time, {self.in_features}], got shape "
@@ -71,8 +77,14 @@ class RecurrentStack(nnx.Module):
       state = self.initial_state(xs.shape[0])
     hs = jnp.swapaxes(xs, 0, 1)
     params = [cell.weights() for cell in self.layers]
-    if self.time_major:
-      hs, state = self._time_major(params, hs, mask, state)
+    if probes is not None:
+      expected = (len(self.layers), xs.shape[0], xs.shape[1], self.layers[-1].hidden_size)
+      if tuple(probes.shape) != expected:
+        raise ValueError(f"probes must be [layers, batch, time, hidden] = {expected}, got "
+                         f"{tuple(probes.shape)}")
+      probes = jnp.moveaxis(probes, 2, 0)
+    if self.time_major or probes is not None:
+      hs, state = self._time_major(params, hs, mask, state, probes)
     else:
       finals = []
       for cell, p, carry in zip(self.layers, params, state):
@@ -95,22 +107,26 @@ class RecurrentStack(nnx.Module):
     state, h = self._step_layers(params, state, x_t, mask_t)
     return state, self._read(h, mask_t)
 
-  def _step_layers(self, params, state: State, x: jax.Array, m: jax.Array | None):
-    """All layers at one time step."""
+  def _step_layers(self, params, state: State, x: jax.Array, m: jax.Array | None,
+                   probe: jax.Array | None = None):
+    """All layers at one time step; probe [L, B, H] is added to each layer's new h."""
     new = []
-    for cell, p, carry in zip(self.layers, params, state):
+    for l, (cell, p, carry) in enumerate(zip(self.layers, params, state)):
       carry, x = cell_step(cell, p, carry, x, m)
+      if probe is not None:
+        delta = probe[l] if m is None else jnp.where(m[:, None], probe[l], 0.0)
+        carry, x = (carry[0] + delta,) + carry[1:], x + delta
       new.append(carry)
     return tuple(new), x
 
-  def _time_major(self, params, hs: jax.Array, mask: jax.Array | None, state: State):
+  def _time_major(self, params, hs: jax.Array, mask: jax.Array | None, state: State,
+                  probes: jax.Array | None = None):
     def body(state, inputs):
-      x, m = inputs
-      return self._step_layers(params, state, x, m)
+      return self._step_layers(params, state, *inputs)
 
     if self.how.remat:
       body = jax.checkpoint(body)
-    state, hs = jax.lax.scan(body, state, (hs, mask))
+    state, hs = jax.lax.scan(body, state, (hs, mask, probes))
     return hs, state
 
   def _read(self, h: jax.Array, mask: jax.Array | None) -> jax.Array:

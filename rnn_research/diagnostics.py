@@ -1,0 +1,47 @@
+"""Gradient diagnostics of the lecture's section 2 (exploding and dying gradients).
+
+- `gradient_flow`: ||dL/dh_t^(l)|| for every layer l and step t, by the zero-perturbation
+  trick: zeros P [L, B, T, H] are added to every h_t (see `RecurrentStack.__call__`), so
+  dL/dP = dL/dh_t, with one extra backward pass. A decay towards small t is a dying gradient,
+  growth an exploding one.
+- `layer_grad_norms`: ||dL/dθ|| per layer and for the readout.
+- `spectral_norms`: the largest singular value of each layer's recurrent matrix W_h.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+
+def gradient_flow(graphdef: Any, params: Any, rest: Any, batch: dict[str, jax.Array],
+                  loss_fn: Callable[[jax.Array, dict], jax.Array]) -> jax.Array:
+  """[L, T]: the batch mean over valid sequences of ||dL/dh_t^(l)||_2 (jittable)."""
+  model = nnx.merge(graphdef, params, rest)
+  batch_size, steps = batch["x"].shape[:2]
+  probes = jnp.zeros((len(model.layers), batch_size, steps, model.layers[-1].hidden_size))
+
+  def loss(probes):
+    return loss_fn(model(batch["x"], batch["mask"], probes=probes), batch)
+
+  norms = jnp.linalg.norm(jax.grad(loss)(probes), axis=-1)  # [L, B, T]
+  valid = batch["mask"].astype(norms.dtype)
+  return (norms * valid).sum(axis=1) / jnp.maximum(valid.sum(axis=0), 1.0)
+
+
+def layer_grad_norms(grads: dict[str, Any]) -> dict[str, jax.Array]:
+  """{'grad/layer_<l>': ||dL/dθ_l||, 'grad/readout': ...} from a pure-dict gradient."""
+  norms = {f"grad/layer_{l}": optax.global_norm(g) for l, g in grads["layers"].items()}
+  if "readout" in grads:
+    norms["grad/readout"] = optax.global_norm(grads["readout"])
+  return norms
+
+
+def spectral_norms(params: dict[str, Any]) -> dict[str, float]:
+  """{'weights/spectral_norm_layer_<l>': σ_max(W_h)} from a pure-dict of parameters."""
+  return {f"weights/spectral_norm_layer_{l}": float(np.linalg.norm(np.asarray(p["w_h"]), 2))
+          for l, p in params["layers"].items()}

@@ -1,0 +1,188 @@
+"""The task contract the trainer relies on, the `TASKS` registry and config checking.
+
+A task is a problem of the lecture's section 5 (filtering, generation) or a probe of sections
+2.2.3 and 3 (long-range dependence, multiscale context). Every task maps its config section to
+
+  in_features, out_features          sizes the model is built with
+  train_batch(step) -> batch         a pure function of (seed, step): resuming reproduces it
+  eval_batches() -> [batch, ...]     a fixed held-out set, the same list on every call
+  loss(ys, batch) -> scalar          jittable weighted mean: sum(w * l) / sum(w)
+  evaluate(predict) -> {name: float} `loss`, the task's metrics and the baselines beside them
+
+where a batch holds `x` float32 [B, T, F], `y` (float32 [B, T, O] or int32 [B, T] class ids),
+`mask` bool [B, T] (valid positions, fed to the model) and `weight` float32 [B, T] (where the
+loss counts; 0 wherever mask is 0). Eval batches all have B = batch_size (the last one padded
+with rows whose mask and weight are 0), so a jitted `predict` compiles once.
+
+A subclass implements `defaults()`, `sample(rng, n)` (n training examples) and `metrics`, and
+calls `_set_eval(data)` in `__init__`. Tasks are numpy/jax only: they never import the model.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, ClassVar, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+
+from rnn_research.registry import Registry
+from rnn_research.tasks import batching, losses
+
+Batch = dict[str, np.ndarray]
+TASKS: Registry[type["Task"]] = Registry("task")
+
+
+def resolve_config(cfg: Mapping[str, Any] | ml_collections.ConfigDict,
+                   defaults: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
+  """`defaults` overlaid with `cfg`; unknown keys and values of the wrong type raise ValueError."""
+  given = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg)
+  valid = sorted(defaults.keys())
+  unknown = sorted(set(given) - set(valid))
+  if unknown:
+    raise ValueError(f"unknown config.task key(s) {unknown} for task {defaults.name!r}; "
+                     f"valid keys: {valid}")
+  if given.get("name", defaults.name) != defaults.name:
+    raise ValueError(f"config.task.name is {given['name']!r}, but this is task {defaults.name!r}")
+  merged = defaults.to_dict()
+  for key, value in given.items():
+    merged[key] = _typed(key, value, merged[key])
+  return ml_collections.FrozenConfigDict(merged)
+
+
+def _typed(key: str, value: Any, default: Any) -> Any:
+  """`value` converted to the type of `default`, or ValueError naming the expected type."""
+  if isinstance(default, bool):
+    ok, kind = isinstance(value, (bool, np.bool_)), "a bool (True/False)"
+    cast = bool
+  elif isinstance(default, int):
+    ok, kind = isinstance(value, numbers.Integral) and not isinstance(value, bool), "an integer"
+    cast = int
+  elif isinstance(default, float):
+    ok, kind = isinstance(value, numbers.Real) and not isinstance(value, bool), "a number"
+    cast = float
+  else:
+    ok, kind, cast = isinstance(value, str), "a string", str
+  if not ok:
+    raise ValueError(f"config.task.{key} must be {kind}, got {value!r}")
+  return cast(value)
+
+
+def check_range(cfg: Mapping[str, Any], key: str, low: float | None = None,
+                high: float | None = None, *, low_open: bool = False) -> None:
+  """ValueError naming the valid range unless low <= cfg[key] <= high (low < ... if low_open)."""
+  value = cfg[key]
+  too_low = low is not None and (value <= low if low_open else value < low)
+  if too_low or (high is not None and value > high):
+    lo = "-inf" if low is None else low
+    hi = "inf" if high is None else high
+    bracket = "(" if low_open else "["
+    raise ValueError(f"config.task.{key}={value!r} is out of range; valid range: "
+                     f"{bracket}{lo}, {hi}]")
+
+
+class Task:
+  """Base of every task; see the module docstring for the contract.
+
+  Attributes:
+    cfg: the resolved, frozen task config section.
+    batch_size: B of training and eval batches.
+    seed: the trainer's seed; training data is a function of (seed, step).
+    in_features: F, the model's input width.
+    out_features: O, the model's output width (classes for classification).
+    causal: the target at t depends on inputs up to t only (filtering / generation).
+  """
+
+  name: ClassVar[str] = ""
+  causal: ClassVar[bool] = True
+  in_features: int
+  out_features: int
+
+  @classmethod
+  def defaults(cls) -> ml_collections.ConfigDict:
+    """The task's config section, `name` included."""
+    raise NotImplementedError
+
+  def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
+               seed: int):
+    for key, value in (("batch_size", batch_size), ("seed", seed)):
+      if not isinstance(value, numbers.Integral) or value < (1 if key == "batch_size" else 0):
+        raise ValueError(f"{key} must be an integer >= {1 if key == 'batch_size' else 0}, "
+                         f"got {value!r}")
+    self.cfg = resolve_config(cfg, self.defaults())
+    self.batch_size = int(batch_size)
+    self.seed = int(seed)
+    self._eval: Batch = {}
+    self._eval_batches: list[Batch] = []
+
+  def sample(self, rng: np.random.Generator, n: int) -> Batch:
+    """n training examples drawn with `rng` (full arrays, keys x, y, mask, weight)."""
+    raise NotImplementedError
+
+  def train_batch(self, step: int) -> Batch:
+    """The training batch of `step`: the same (seed, step) always gives the same arrays."""
+    if not isinstance(step, numbers.Integral) or step < 0:
+      raise ValueError(f"step must be an integer >= 0, got {step!r}")
+    return self.sample(batching.train_rng(self.seed, int(step)), self.batch_size)
+
+  def _set_eval(self, data: Batch) -> None:
+    """Stores the held-out set (unpadded) and its read-only, padded batches."""
+    self._eval = batching.freeze(data)
+    self._eval_batches = batching.split_batches(data, self.batch_size)
+
+  def eval_batches(self) -> list[Batch]:
+    """The fixed held-out set in batches of `batch_size` (read-only arrays)."""
+    return list(self._eval_batches)
+
+  @property
+  def eval_size(self) -> int:
+    """Number of held-out sequences (before padding)."""
+    return len(self._eval["x"])
+
+  def loss(self, ys: jax.Array, batch: Mapping[str, Any]) -> jax.Array:
+    """Scalar training loss of model outputs ys [B, T, O] (jittable)."""
+    raise NotImplementedError
+
+  def metrics(self, ys: np.ndarray, data: Batch) -> dict[str, Any]:
+    """Metrics of outputs ys on the whole (unpadded) held-out set `data`."""
+    return {"loss": self.loss(ys, data)}
+
+  def evaluate(self, predict: Callable[[Batch], np.ndarray]) -> dict[str, float]:
+    """Runs `predict` on every eval batch; metrics pooled over the held-out set."""
+    outs = [np.asarray(predict(batch), np.float32) for batch in self._eval_batches]
+    ys = np.concatenate(outs)[:self.eval_size]
+    expected = self._eval["x"].shape[:2] + (self.out_features,)
+    if ys.shape != expected:
+      raise ValueError(f"predict returned shape {ys.shape[1:]} per example, expected "
+                       f"{expected[1:]}")
+    return {k: float(v) for k, v in self.metrics(ys, self._eval).items()}
+
+
+class RegressionTask(Task):
+  """Targets float32 [B, T, O]; loss = weighted MSE (mean over the O outputs)."""
+
+  def loss(self, ys: jax.Array, batch: Mapping[str, Any]) -> jax.Array:
+    return losses.weighted_mse(ys, batch["y"], batch["weight"])
+
+  def metrics(self, ys: np.ndarray, data: Batch) -> dict[str, Any]:
+    mse = self.loss(ys, data)
+    return {"loss": mse, "mse": mse}
+
+  @staticmethod
+  def compare(m: dict[str, Any], baseline: str, baseline_ys: np.ndarray,
+              data: Batch) -> dict[str, Any]:
+    """Adds `<baseline>_mse` and `mse_over_<baseline>` (1.0: as good as the baseline)."""
+    b = losses.weighted_mse(baseline_ys, data["y"], data["weight"])
+    return {**m, f"{baseline}_mse": b, f"mse_over_{baseline}": m["mse"] / b}
+
+
+class ClassificationTask(Task):
+  """Targets int32 class ids [B, T]; outputs are logits; loss = weighted cross-entropy (nats)."""
+
+  def loss(self, ys: jax.Array, batch: Mapping[str, Any]) -> jax.Array:
+    return losses.weighted_xent(ys, batch["y"], batch["weight"])
+
+  def metrics(self, ys: np.ndarray, data: Batch) -> dict[str, Any]:
+    xent = self.loss(ys, data)
+    acc = losses.weighted_accuracy(ys, data["y"], data["weight"])
+    return {"loss": xent, "xent": xent, "accuracy": acc}

@@ -1,0 +1,133 @@
+"""`multiscale`: track a long-lived context that shifts suddenly (regime switching).
+
+Lecture section 3: multiscale data has context that "is long-lived (e.g. a full sentence),
+but can shift suddenly (e.g. that sentence ends and a new one starts)", while details evolve
+on a faster scale. Here the slow context is a regime s_t in {0..K-1} (a Markov chain that
+stays with probability 1 - p, p = 1 / mean_duration, so regimes last a geometric number of
+steps with mean `mean_duration`, and otherwise jumps to one of the other K - 1 uniformly);
+the fast detail is an AR(1) process around the regime's mean mu_k = spacing (k - (K-1)/2):
+
+  o_1 ~ N(mu_{s_1}, sigma^2 / (1 - phi^2)),   o_t = mu_{s_t} + phi (o_{t-1} - mu_{s_t}) + sigma e_t.
+
+Inputs are the observations o_t, the target at every step is the current regime s_t
+(classification; the model must integrate evidence since the last switch and forget what
+came before it). Since o is observed, the pair is an autoregressive HMM and the forward
+algorithm gives the exact filtered posterior p(s_t | o_1..o_t) (`forward_posterior`).
+
+Metrics: `accuracy`, `xent` (nats). Baselines: `chance_accuracy` (the held-out set's majority
+regime), `chance_xent` = log K, and the Bayes-optimal filter, `oracle_accuracy` and
+`oracle_xent` (the forward algorithm's argmax and log posterior).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import ml_collections
+import numpy as np
+
+from rnn_research.tasks import batching, losses
+from rnn_research.tasks.base import TASKS, Batch, ClassificationTask, check_range
+
+
+def forward_posterior(obs: np.ndarray, means: np.ndarray, phi: float, sigma: float,
+                      switch: float) -> np.ndarray:
+  """log p(s_t | o_1..o_t) [B, T, K] of observations obs [B, T] (forward algorithm)."""
+  k = len(means)
+  log_trans = np.full((k, k), math.log(switch / (k - 1)) if k > 1 else -np.inf)
+  np.fill_diagonal(log_trans, math.log1p(-switch))
+  out = np.empty(obs.shape + (k,))
+  alpha = None
+  for t in range(obs.shape[1]):
+    if t == 0:
+      centre, var = np.broadcast_to(means, (len(obs), k)), sigma**2 / (1 - phi**2)
+      prior = np.full((len(obs), k), -math.log(k))
+    else:
+      centre, var = means + phi * (obs[:, t - 1, None] - means), sigma**2
+      prior = np.logaddexp.reduce(alpha[:, :, None] + log_trans, axis=1)
+    loglik = -0.5 * (obs[:, t, None] - centre)**2 / var - 0.5 * math.log(2 * math.pi * var)
+    alpha = prior + loglik
+    alpha = alpha - np.logaddexp.reduce(alpha, axis=1, keepdims=True)
+    out[:, t] = alpha
+  return out
+
+
+@TASKS.register("multiscale")
+class Multiscale(ClassificationTask):
+  """Name the current regime of a regime-switching AR(1) process at every step."""
+
+  name = "multiscale"
+
+  @classmethod
+  def defaults(cls) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # Task name in the TASKS registry.
+    c.name = cls.name
+    # Number K of regimes (classes).
+    c.num_regimes = 3
+    # Mean regime duration in steps (switch probability 1 / mean_duration per step).
+    c.mean_duration = 20.0
+    # AR(1) coefficient phi of the fast process around the regime mean.
+    c.ar_coef = 0.5
+    # Innovation standard deviation sigma of the fast process.
+    c.noise_std = 0.5
+    # Distance between neighbouring regime means.
+    c.mean_spacing = 1.0
+    # Sequence length T.
+    c.length = 100
+    # Number of held-out sequences.
+    c.eval_size = 512
+    # Seed of the held-out sequences.
+    c.eval_seed = 0
+    return c
+
+  def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
+               seed: int):
+    super().__init__(cfg, batch_size, seed)
+    c = self.cfg
+    check_range(c, "num_regimes", 2)
+    check_range(c, "mean_duration", 1.0, low_open=True)
+    check_range(c, "ar_coef", 0.0, 0.99)
+    check_range(c, "noise_std", 0.0, low_open=True)
+    check_range(c, "mean_spacing", 0.0)
+    for key in ("length", "eval_size"):
+      check_range(c, key, 1)
+    check_range(c, "eval_seed", 0)
+    k = c.num_regimes
+    self.means = c.mean_spacing * (np.arange(k) - (k - 1) / 2)
+    self.in_features, self.out_features = 1, k
+    self._set_eval(self.sample(batching.eval_rng(c.eval_seed), c.eval_size))
+    self._oracle = self.oracle(self._eval["x"])
+
+  def sample(self, rng: np.random.Generator, n: int) -> Batch:
+    c = self.cfg
+    k, length = c.num_regimes, c.length
+    switches = rng.random((n, length)) < 1.0 / c.mean_duration
+    jumps = rng.integers(1, k, (n, length))
+    noise = rng.standard_normal((n, length)) * c.noise_std
+    regime = np.empty((n, length), np.int32)
+    obs = np.empty((n, length))
+    regime[:, 0] = rng.integers(0, k, n)
+    mu = self.means[regime[:, 0]]
+    obs[:, 0] = mu + noise[:, 0] / math.sqrt(1 - c.ar_coef**2)
+    for t in range(1, length):
+      regime[:, t] = np.where(switches[:, t], (regime[:, t - 1] + jumps[:, t]) % k,
+                              regime[:, t - 1])
+      mu = self.means[regime[:, t]]
+      obs[:, t] = mu + c.ar_coef * (obs[:, t - 1] - mu) + noise[:, t]
+    return batching.make_batch(obs[..., None], regime)
+
+  def oracle(self, x: np.ndarray) -> np.ndarray:
+    """The exact filter's log posterior [B, T, K] (float32) for inputs x [B, T, 1]."""
+    c = self.cfg
+    return forward_posterior(np.asarray(x, np.float64)[..., 0], self.means, c.ar_coef,
+                             c.noise_std, 1.0 / c.mean_duration).astype(np.float32)
+
+  def metrics(self, ys: np.ndarray, data: Batch) -> dict[str, Any]:
+    y, w = data["y"], data["weight"]
+    counts = np.bincount(y[w > 0], weights=w[w > 0], minlength=self.out_features)
+    return {**super().metrics(ys, data),
+            "chance_accuracy": counts.max() / counts.sum(),
+            "chance_xent": math.log(self.out_features),
+            "oracle_accuracy": losses.weighted_accuracy(self._oracle, y, w),
+            "oracle_xent": losses.weighted_xent(self._oracle, y, w)}

@@ -1,0 +1,140 @@
+"""`pendulum`: filtering a nonlinear system, a damped pendulum driven by noise.
+
+The nonlinear counterpart of `kalman` (lecture section 5, filtering; section 1.2: filters as
+MLPs can represent nonlinear dynamics). With angle theta, angular velocity omega, step dt,
+natural frequency w0, damping g and process noise s (semi-implicit Euler-Maruyama, stable
+for oscillators where explicit Euler gains energy):
+
+  omega_{t+1} = omega_t + dt (-w0^2 sin theta_t - g omega_t) + s sqrt(dt) xi_t
+  theta_{t+1} = theta_t + dt omega_{t+1}
+  y_t         = (sin theta_t, cos theta_t) + v_t,   v_t ~ N(0, obs_noise^2 I)
+
+with theta_1 ~ U(-pi, pi), omega_1 ~ N(0, omega_init_std^2), xi_t ~ N(0, 1). Inputs are the
+noisy points y_t on the circle, targets the state (sin theta_t, cos theta_t, omega_t).
+
+Baseline: an extended Kalman filter (`ekf`) on the exact discrete model: linearise the step
+and the observation at the current estimate; it starts from theta = atan2 of the first
+observation (variance obs_noise^2), omega = 0 (variance omega_init_std^2), and outputs
+(sin theta_hat, cos theta_hat, omega_hat). It is not optimal (the posterior is not Gaussian),
+so a good RNN may beat it: `mse_over_ekf` < 1 is possible.
+
+Metrics: `mse` (mean over valid positions and the 3 targets), `ekf_mse`, `mse_over_ekf`.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import ml_collections
+import numpy as np
+
+from rnn_research.tasks import batching
+from rnn_research.tasks.base import TASKS, Batch, RegressionTask, check_range
+
+
+def ekf(obs: np.ndarray, dt: float, w0: float, damping: float, noise: float, obs_noise: float,
+        omega_init_std: float) -> np.ndarray:
+  """EKF estimates (sin theta, cos theta, omega) [B, T, 3] of observations obs [B, T, 2]."""
+  obs = np.asarray(obs, np.float64)
+  b, length, _ = obs.shape
+  decay = 1.0 - dt * damping
+  theta = np.arctan2(obs[:, 0, 0], obs[:, 0, 1])
+  omega = np.zeros(b)
+  p = np.zeros((b, 2, 2))
+  p[:, 0, 0], p[:, 1, 1] = obs_noise**2, omega_init_std**2
+  qv = noise**2 * dt * np.array([[dt * dt, dt], [dt, 1.0]])      # noise enters via omega
+  out = np.empty((b, length, 3))
+  out[:, 0] = np.stack([np.sin(theta), np.cos(theta), omega], -1)
+  for t in range(1, length):
+    # Predict: the semi-implicit Euler step and its Jacobian F at the current estimate.
+    k = dt * w0**2 * np.cos(theta)
+    f = np.zeros((b, 2, 2))
+    f[:, 0, 0], f[:, 0, 1] = 1.0 - dt * k, dt * decay
+    f[:, 1, 0], f[:, 1, 1] = -k, decay
+    omega = decay * omega - dt * w0**2 * np.sin(theta)
+    theta = theta + dt * omega
+    p = f @ p @ f.transpose(0, 2, 1) + qv
+    # Update with y_t = (sin theta, cos theta) + v: H = [[cos, 0], [-sin, 0]].
+    h = np.zeros((b, 2, 2))
+    h[:, 0, 0], h[:, 1, 0] = np.cos(theta), -np.sin(theta)
+    s = h @ p @ h.transpose(0, 2, 1) + obs_noise**2 * np.eye(2)
+    gain = np.linalg.solve(s, h @ p).transpose(0, 2, 1)          # P H^T S^{-1}
+    innov = obs[:, t] - np.stack([np.sin(theta), np.cos(theta)], -1)
+    delta = np.einsum("bij,bj->bi", gain, innov)
+    theta, omega = theta + delta[:, 0], omega + delta[:, 1]
+    p = (np.eye(2) - gain @ h) @ p
+    p = (p + p.transpose(0, 2, 1)) / 2
+    out[:, t] = np.stack([np.sin(theta), np.cos(theta), omega], -1)
+  return out
+
+
+@TASKS.register("pendulum")
+class Pendulum(RegressionTask):
+  """Track a noisy damped pendulum's (sin theta, cos theta, omega) from noisy circle points."""
+
+  name = "pendulum"
+
+  @classmethod
+  def defaults(cls) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # Task name in the TASKS registry.
+    c.name = cls.name
+    # Sequence length T.
+    c.length = 100
+    # Time step dt of the simulation and of the observations.
+    c.dt = 0.1
+    # Natural frequency w0 (rad / time unit): period 2 pi / w0 for small swings.
+    c.natural_frequency = 2.0
+    # Damping g of the angular velocity.
+    c.damping = 0.1
+    # Process noise s: omega receives s sqrt(dt) N(0, 1) each step.
+    c.process_noise = 1.0
+    # Standard deviation of the noise on each observed coordinate (sin, cos).
+    c.obs_noise = 0.3
+    # Standard deviation of the initial angular velocity.
+    c.omega_init_std = 1.0
+    # Number of held-out sequences.
+    c.eval_size = 512
+    # Seed of the held-out sequences.
+    c.eval_seed = 0
+    return c
+
+  def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
+               seed: int):
+    super().__init__(cfg, batch_size, seed)
+    c = self.cfg
+    check_range(c, "length", 2)
+    check_range(c, "eval_size", 1)
+    check_range(c, "eval_seed", 0)
+    check_range(c, "dt", 0.0, 1.0, low_open=True)
+    for key in ("natural_frequency", "obs_noise", "omega_init_std"):
+      check_range(c, key, 0.0, low_open=True)
+    check_range(c, "damping", 0.0)
+    check_range(c, "process_noise", 0.0)
+    self.in_features, self.out_features = 2, 3
+    self._set_eval(self.sample(batching.eval_rng(c.eval_seed), c.eval_size))
+    self._ekf = self.filter(self._eval["x"])
+
+  def sample(self, rng: np.random.Generator, n: int) -> Batch:
+    c = self.cfg
+    xi = rng.standard_normal((n, c.length)) * c.process_noise * np.sqrt(c.dt)
+    theta = np.empty((n, c.length))
+    omega = np.empty((n, c.length))
+    theta[:, 0] = rng.uniform(-np.pi, np.pi, n)
+    omega[:, 0] = rng.standard_normal(n) * c.omega_init_std
+    decay = 1.0 - c.dt * c.damping
+    for t in range(1, c.length):
+      omega[:, t] = (decay * omega[:, t - 1]
+                     - c.dt * c.natural_frequency**2 * np.sin(theta[:, t - 1]) + xi[:, t])
+      theta[:, t] = theta[:, t - 1] + c.dt * omega[:, t]
+    circle = np.stack([np.sin(theta), np.cos(theta)], -1)
+    obs = circle + c.obs_noise * rng.standard_normal(circle.shape)
+    return batching.make_batch(obs, np.concatenate([circle, omega[..., None]], -1))
+
+  def filter(self, obs: np.ndarray) -> np.ndarray:
+    """The EKF baseline's estimates [B, T, 3] (float32) for observations [B, T, 2]."""
+    c = self.cfg
+    return ekf(obs, c.dt, c.natural_frequency, c.damping, c.process_noise, c.obs_noise,
+               c.omega_init_std).astype(np.float32)
+
+  def metrics(self, ys: np.ndarray, data: Batch) -> dict[str, Any]:
+    return self.compare(super().metrics(ys, data), "ekf", self._ekf, data)

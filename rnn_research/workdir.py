@@ -1,0 +1,60 @@
+"""A run's directory: its resolved `config.json`, and the refusal to mix two configs in one.
+
+Resuming needs the same config (only `train.steps` may change, to extend a run). Another
+config in a workdir that already holds a run is refused unless `overwrite`, which moves the
+old run into `workdir/replaced-<time>/` rather than deleting it: nothing is lost.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from typing import Any
+
+CONFIG_FILE = "config.json"
+_MAY_CHANGE = (("train", "steps"),)
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+  config = json.loads(json.dumps(config))
+  for section, key in _MAY_CHANGE:
+    config.get(section, {}).pop(key, None)
+  return config
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+  keys = sorted(set(old) | set(new))
+  out = []
+  for key in keys:
+    a, b = old.get(key), new.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += _differences(a, b, f"{prefix}{key}.")
+    elif a != b:
+      out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+  return out
+
+
+def prepare(workdir: str, config: dict[str, Any], overwrite: bool = False) -> None:
+  """Create `workdir` and write `config.json`; refuse a different config unless `overwrite`."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    changed = _differences(_comparable(old), _comparable(config))
+    if changed and not overwrite:
+      raise ValueError(
+          f"{workdir} holds a run of a different config ({'; '.join(changed[:5])}"
+          f"{' ...' if len(changed) > 5 else ''}); use another --workdir, or --overwrite to "
+          "move the old run aside and start afresh")
+    if changed:
+      backup = os.path.join(workdir, time.strftime("replaced-%Y%m%d-%H%M%S"))
+      os.makedirs(backup)
+      for name in os.listdir(workdir):
+        if not name.startswith("replaced-"):
+          shutil.move(os.path.join(workdir, name), backup)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(config, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
