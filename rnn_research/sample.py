@@ -8,16 +8,18 @@ input (autoregressive generation).
 """
 import json
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from flax import nnx
 
 from rnn_research import train
 from rnn_research.checkpointing import Checkpointer
+from rnn_research.cli import parse_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A charlm run's directory.")
@@ -62,9 +64,13 @@ def generate(workdir: str, prompt: str, length: int, temperature: float, seed: i
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  print(FLAGS.prompt + generate(FLAGS.workdir, FLAGS.prompt, FLAGS.length, FLAGS.temperature,
-                                FLAGS.seed))
+  try:
+    text = generate(FLAGS.workdir, FLAGS.prompt, FLAGS.length, FLAGS.temperature, FLAGS.seed)
+  except (ValueError, FileNotFoundError) as err:
+    logging.error("bad input: %s", err)
+    sys.exit(2)
+  print(FLAGS.prompt + text)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -81,12 +81,17 @@ def _sigterm_flag() -> Iterator[dict[str, bool]]:
     signal.signal(signal.SIGTERM, previous)
 
 
-def _evaluate(task: Any, graphdef: Any, state: dict[str, Any]) -> dict[str, float]:
+def make_predict(graphdef: Any, state: dict[str, Any]):
+  """The jitted eval-mode call (params, rest, x, mask) -> ys; compiled once per run."""
   model = nnx.merge(graphdef, state["params"], state["rest"])
   model.eval()
-  graph, params, rest = nnx.split(model, nnx.Param, ...)
-  predict = jax.jit(lambda p, r, x, m: nnx.merge(graph, p, r)(x, m))  # eval mode
-  return task.evaluate(lambda b: np.asarray(predict(params, rest, b["x"], b["mask"])))
+  eval_graph = nnx.split(model, nnx.Param, ...)[0]
+  return jax.jit(lambda p, r, x, m: nnx.merge(eval_graph, p, r)(x, m))
+
+
+def _evaluate(task: Any, predict: Any, state: dict[str, Any]) -> dict[str, float]:
+  return task.evaluate(
+      lambda b: np.asarray(predict(state["params"], state["rest"], b["x"], b["mask"])))
 
 
 def init_state(config: ml_collections.ConfigDict):
@@ -116,7 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state = restored[1]
     logging.info("resumed from step %d", int(state["step"]))
   started_at = time.time()
-  write_status(workdir, state="running", step=int(state["step"]))
+  write_status(workdir, state="running", step=int(state["step"]), message=None)
   try:
     state, metrics = _loop(config, workdir, task, graphdef, tx, state, ckpt, started_at)
   except Diverged:
@@ -130,7 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if state is None:  # preempted
     return metrics
   if not metrics:  # resumed at the end: evaluate what the checkpoint holds
-    metrics = _evaluate(task, graphdef, state)
+    metrics = _evaluate(task, make_predict(graphdef, state), state)
   write_status(workdir, state="completed", step=int(state["step"]), metrics=metrics,
                wall_time=time.time() - started_at)
   return metrics
@@ -144,6 +149,7 @@ def _loop(config, workdir, task, graphdef, tx, state, ckpt, started_at):
   flow = jax.jit(lambda p, r, b: diagnostics.gradient_flow(graphdef, p, r, b, task.loss))
   flow_batch = {k: v[:cfg.batch_size] for k, v in task.eval_batches()[0].items()}
   lr = optim.schedule(cfg)
+  predict = make_predict(graphdef, state)
   metrics: dict[str, float] = {}
   with MetricWriter(workdir) as writer, _sigterm_flag() as sigterm:
     window, tick = [], time.time()
@@ -175,7 +181,7 @@ def _loop(config, workdir, task, graphdef, tx, state, ckpt, started_at):
                                     float(row[0] / max(row[-1], 1e-30))
                                     for l, row in enumerate(norms)})
       if done % cfg.eval_every == 0 or done == cfg.steps:
-        metrics = _evaluate(task, graphdef, state)
+        metrics = _evaluate(task, predict, state)
         writer.write_scalars(done, {f"eval/{k}": v for k, v in metrics.items()})
         logging.info("eval at step %d: %s", done,
                      ", ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
