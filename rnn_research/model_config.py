@@ -5,6 +5,8 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from rnn_research import config_section
+
 
 def model_defaults() -> ml_collections.ConfigDict:
   """Defaults of every `config.model` key (lecture section in brackets)."""
@@ -46,14 +48,8 @@ def model_defaults() -> ml_collections.ConfigDict:
 
 def resolve(config: Mapping[str, Any] | ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
   """Defaults overlaid with `config`; unknown keys fail with the list of valid keys."""
-  merged = model_defaults()
-  given = dict(config.items())
-  unknown = sorted(set(given) - set(merged.keys()))
-  if unknown:
-    raise ValueError(f"unknown config.model key(s) {unknown}; valid keys: {sorted(merged.keys())}")
-  merged.update(given)
+  merged = config_section.resolve(config, model_defaults(), "model")
   for key in ("hidden_size", "num_layers", "mlp_hidden", "readout_hidden"):
-    value = merged[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-      raise ValueError(f"config.model.{key} must be a positive integer, got {value!r}")
-  return ml_collections.FrozenConfigDict(merged)
+    if merged[key] < 1:
+      raise ValueError(f"config.model.{key} must be a positive integer, got {merged[key]!r}")
+  return merged

@@ -18,10 +18,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_research.cells import CELLS, Carry, Cell
+from rnn_research.activations import ACTIVATIONS
+from rnn_research.cells import CELLS, LSTM_VARIANTS, Carry, Cell
+from rnn_research.cells.rnn import TRANSITIONS
 from rnn_research.engine import run_layer, strategy
 from rnn_research.model_config import resolve
-from rnn_research.readout import Readout
+from rnn_research.initializers import RECURRENT_INITS
+from rnn_research.readout import READOUTS, Readout
 from rnn_research.step import cell_step
 
 State = tuple[Carry, ...]
@@ -36,11 +39,14 @@ class RecurrentStack(nnx.Module):
       raise ValueError(f"unknown execution {cfg.execution!r}; valid choices: "
                        f"{', '.join(EXECUTIONS)}")
     cell_cls = CELLS.get(cfg.cell)
+    _check_choices(cfg)
     if cfg.transition != "linear" and cfg.cell != "rnn":
       raise ValueError(f"transition={cfg.transition!r} is defined for cell='rnn' only "
                        f"(got cell={cfg.cell!r}); use transition='linear'")
     if not isinstance(in_features, int) or in_features < 1:
       raise ValueError(f"in_features must be a positive integer, got {in_features!r}")
+    if out_features is not None and (not isinstance(out_features, int) or out_features < 1):
+      raise ValueError(f"out_features must be a positive integer or None, got {out_features!r}")
     self.in_features = in_features
     self.how = strategy(cfg.engine, cfg.remat)
     self.time_major = cfg.execution == "time_major"
@@ -102,7 +108,11 @@ class RecurrentStack(nnx.Module):
       raise ValueError(f"step input must be [batch, {self.in_features}], got shape "
                        f"{tuple(x_t.shape)}")
     if mask_t is not None:
-      mask_t = jnp.asarray(mask_t).astype(bool)
+      mask_t = jnp.asarray(mask_t)
+      if mask_t.shape != x_t.shape[:1]:
+        raise ValueError(f"step mask must be [batch] = {tuple(x_t.shape[:1])}, got shape "
+                         f"{tuple(mask_t.shape)}")
+      mask_t = mask_t.astype(bool)
     params = [cell.weights() for cell in self.layers]
     state, h = self._step_layers(params, state, x_t, mask_t)
     return state, self._read(h, mask_t)
@@ -135,6 +145,16 @@ class RecurrentStack(nnx.Module):
       return h
     y = self.readout(h)
     return y if mask is None else jnp.where(mask[..., None], y, jnp.zeros_like(y))
+
+
+def _check_choices(cfg: Any) -> None:
+  """Every named choice is valid, also those the chosen cell does not read (typos fail)."""
+  for registry, value in ((ACTIVATIONS, cfg.activation), (RECURRENT_INITS, cfg.recurrent_init),
+                          (LSTM_VARIANTS, cfg.lstm_variant)):
+    registry.get(value)
+  for key, valid in (("transition", TRANSITIONS), ("readout", READOUTS)):
+    if cfg[key] not in valid:
+      raise ValueError(f"unknown {key} {cfg[key]!r}; valid choices: {', '.join(valid)}")
 
 
 def build(config: Mapping[str, Any], in_features: int, out_features: int | None,

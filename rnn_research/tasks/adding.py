@@ -19,7 +19,8 @@ import ml_collections
 import numpy as np
 
 from rnn_research.tasks import batching
-from rnn_research.tasks.base import TASKS, Batch, RegressionTask, check_range
+from rnn_research.config_section import check_range
+from rnn_research.tasks.base import TASKS, Batch, RegressionTask
 
 
 @TASKS.register("adding")

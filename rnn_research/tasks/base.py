@@ -26,6 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from rnn_research import config_section
 from rnn_research.registry import Registry
 from rnn_research.tasks import batching, losses
 
@@ -35,50 +36,11 @@ TASKS: Registry[type["Task"]] = Registry("task")
 
 def resolve_config(cfg: Mapping[str, Any] | ml_collections.ConfigDict,
                    defaults: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
-  """`defaults` overlaid with `cfg`; unknown keys and values of the wrong type raise ValueError."""
+  """`defaults` overlaid with `cfg`; unknown keys, a wrong `name` or wrong types raise."""
   given = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg)
-  valid = sorted(defaults.keys())
-  unknown = sorted(set(given) - set(valid))
-  if unknown:
-    raise ValueError(f"unknown config.task key(s) {unknown} for task {defaults.name!r}; "
-                     f"valid keys: {valid}")
   if given.get("name", defaults.name) != defaults.name:
     raise ValueError(f"config.task.name is {given['name']!r}, but this is task {defaults.name!r}")
-  merged = defaults.to_dict()
-  for key, value in given.items():
-    merged[key] = _typed(key, value, merged[key])
-  return ml_collections.FrozenConfigDict(merged)
-
-
-def _typed(key: str, value: Any, default: Any) -> Any:
-  """`value` converted to the type of `default`, or ValueError naming the expected type."""
-  if isinstance(default, bool):
-    ok, kind = isinstance(value, (bool, np.bool_)), "a bool (True/False)"
-    cast = bool
-  elif isinstance(default, int):
-    ok, kind = isinstance(value, numbers.Integral) and not isinstance(value, bool), "an integer"
-    cast = int
-  elif isinstance(default, float):
-    ok, kind = isinstance(value, numbers.Real) and not isinstance(value, bool), "a number"
-    cast = float
-  else:
-    ok, kind, cast = isinstance(value, str), "a string", str
-  if not ok:
-    raise ValueError(f"config.task.{key} must be {kind}, got {value!r}")
-  return cast(value)
-
-
-def check_range(cfg: Mapping[str, Any], key: str, low: float | None = None,
-                high: float | None = None, *, low_open: bool = False) -> None:
-  """ValueError naming the valid range unless low <= cfg[key] <= high (low < ... if low_open)."""
-  value = cfg[key]
-  too_low = low is not None and (value <= low if low_open else value < low)
-  if too_low or (high is not None and value > high):
-    lo = "-inf" if low is None else low
-    hi = "inf" if high is None else high
-    bracket = "(" if low_open else "["
-    raise ValueError(f"config.task.{key}={value!r} is out of range; valid range: "
-                     f"{bracket}{lo}, {hi}]")
+  return config_section.resolve(given, defaults, "task")
 
 
 class Task:

@@ -27,7 +27,8 @@ import ml_collections
 import numpy as np
 
 from rnn_research.tasks import batching, losses
-from rnn_research.tasks.base import TASKS, Batch, ClassificationTask, check_range
+from rnn_research.config_section import check_range
+from rnn_research.tasks.base import TASKS, Batch, ClassificationTask
 
 
 def forward_posterior(obs: np.ndarray, means: np.ndarray, phi: float, sigma: float,

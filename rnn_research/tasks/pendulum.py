@@ -28,7 +28,8 @@ import ml_collections
 import numpy as np
 
 from rnn_research.tasks import batching
-from rnn_research.tasks.base import TASKS, Batch, RegressionTask, check_range
+from rnn_research.config_section import check_range
+from rnn_research.tasks.base import TASKS, Batch, RegressionTask
 
 
 def ekf(obs: np.ndarray, dt: float, w0: float, damping: float, noise: float, obs_noise: float,
