@@ -43,9 +43,10 @@ class RecurrentStack(nnx.Module):
     if cfg.transition != "linear" and cfg.cell != "rnn":
       raise ValueError(f"transition={cfg.transition!r} is defined for cell='rnn' only "
                        f"(got cell={cfg.cell!r}); use transition='linear'")
-    if not isinstance(in_features, int) or in_features < 1:
+    if not isinstance(in_features, int) or isinstance(in_features, bool) or in_features < 1:
       raise ValueError(f"in_features must be a positive integer, got {in_features!r}")
-    if out_features is not None and (not isinstance(out_features, int) or out_features < 1):
+    if out_features is not None and (not isinstance(out_features, int) or
+                                     isinstance(out_features, bool) or out_features < 1):
       raise ValueError(f"out_features must be a positive integer or None, got {out_features!r}")
     self.in_features = in_features
     self.how = strategy(cfg.engine, cfg.remat)
@@ -56,9 +57,9 @@ class RecurrentStack(nnx.Module):
         cfg.readout, cfg.hidden_size, out_features, cfg.readout_hidden,
         self.layers[0].activation, rngs)
 
-  def initial_state(self, batch_size: int) -> State:
+  def initial_state(self, batch_size: int, dtype: Any = jnp.float32) -> State:
     """Zero carries of every layer (h_0 = 0, eq. 13.1)."""
-    return tuple(cell.initial_carry(batch_size) for cell in self.layers)
+    return tuple(cell.initial_carry(batch_size, dtype) for cell in self.layers)
 
   def __call__(self, xs: jax.Array, mask: jax.Array | None = None, *,
                state: State | None = None, return_state: bool = False,
@@ -80,7 +81,7 @@ class RecurrentStack(nnx.Module):
                          f"{tuple(mask.shape)}")
       mask = mask.astype(bool).T
     if state is None:
-      state = self.initial_state(xs.shape[0])
+      state = self.initial_state(xs.shape[0], jnp.result_type(xs.dtype, jnp.float32))
     hs = jnp.swapaxes(xs, 0, 1)
     params = [cell.weights() for cell in self.layers]
     if probes is not None:

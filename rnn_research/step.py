@@ -2,7 +2,7 @@
 
   zx_t = x_t W_x + b                       input projection, [B, G*H]
   zh_t = h_{t-1} W_h                       recurrent projection, [B, G*H]
-  (carry_t, y_t) = pointwise(pw, zx_t + zh_t, zh_t, carry_{t-1})
+  (carry_t, y_t) = pointwise(pw, zx_t + zh_t, zh_t[..., zh_columns], carry_{t-1})
   past a sequence's end (m_t false): carry_t = carry_{t-1}, y_t = 0.
 """
 from __future__ import annotations
@@ -35,7 +35,9 @@ def recur(cell: Cell, p: dict[str, Any], carry: Carry, zx: jax.Array,
           m: jax.Array | None) -> tuple[Carry, jax.Array]:
   """One step given its input projection zx [B, G*H]."""
   zh = carry[0] @ p["w_h"]
-  return masked_pointwise(cell, p["pw"], zx + zh, zh, carry, m)
+  cols = cell.zh_columns()
+  return masked_pointwise(cell, p["pw"], zx + zh, None if cols is None else zh[..., cols],
+                          carry, m)
 
 
 def cell_step(cell: Cell, p: dict[str, Any], carry: Carry, x: jax.Array,

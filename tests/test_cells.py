@@ -182,7 +182,7 @@ def test_gru_b_hn_sits_inside_the_reset_gate():
   cell = make_cell("gru")
   p = cell.weights()
   z = jnp.zeros((1, 3 * H)).at[:, :H].set(-1e4)  # r = sigmoid(-1e4) = 0
-  zh = jnp.zeros((1, 3 * H))
+  zh = jnp.zeros((1, H))  # the columns zh_columns() selects: h W_hn
   carry = (jnp.zeros((1, H)),)
   _, y0 = cell.pointwise(p["pw"], z, zh, carry)
   _, y1 = cell.pointwise({"b_hn": jnp.full((H,), 3.0)}, z, zh, carry)

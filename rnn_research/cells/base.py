@@ -8,7 +8,7 @@ and one step is
 
   zh_t = h_{t-1} W_h                          (the only recurrent matmul)
   z_t  = x_t W_x + b + zh_t                   (all gates' pre-activations)
-  (carry_t, y_t) = pointwise(pw, z_t, zh_t, carry_{t-1})
+  (carry_t, y_t) = pointwise(pw, z_t, zh_t[..., zh_columns], carry_{t-1})
 
 where `carry = (h, ...)` always starts with the vector that enters W_h and `pw` holds the cell's
 extra parameters (peepholes, the mlp's second layer, ...). The engine (`rnn_research.engine`)
@@ -36,10 +36,7 @@ class Cell(nnx.Module):
 
   Attributes:
     hidden_size: H, width of h_t (the output y_t).
-    needs_zh: True when `pointwise` uses zh_t apart from z_t (the GRU's reset gate).
   """
-
-  needs_zh: bool = False
 
   def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs, *, num_gates: int,
                gate_width: int | None = None):
@@ -70,7 +67,11 @@ class Cell(nnx.Module):
     """h_0 = 0 (eq. 13.1), and every other carry member 0."""
     return tuple(jnp.zeros((batch_size, w), dtype) for w in self.carry_widths())
 
-  def pointwise(self, pw: dict[str, jax.Array], z: jax.Array, zh: jax.Array,
+  def zh_columns(self) -> slice | None:
+    """The columns of zh_t that `pointwise` needs apart from z_t (None: it needs none)."""
+    return None
+
+  def pointwise(self, pw: dict[str, jax.Array], z: jax.Array, zh: jax.Array | None,
                 carry: Carry) -> tuple[Carry, jax.Array]:
-    """[B, G*H] pre-activations and the previous carry -> (new carry, y_t [B, H])."""
+    """z [B, G*H], zh[..., zh_columns] (or None) and the previous carry -> (carry, y [B, H])."""
     raise NotImplementedError

@@ -20,8 +20,6 @@ class GRUCell(Cell):
     h_t = (1 - u) ⊙ n + u ⊙ h_{t-1}
   """
 
-  needs_zh = True
-
   def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs):
     super().__init__(in_features, cfg, rngs, num_gates=3)
     self.b_hn = nnx.Param(jnp.zeros((cfg.hidden_size,), jnp.float32))
@@ -29,12 +27,15 @@ class GRUCell(Cell):
   def extra_params(self) -> dict[str, jax.Array]:
     return {"b_hn": self.b_hn[...]}
 
-  def pointwise(self, pw, z, zh, carry: Carry):
+  def zh_columns(self) -> slice:
+    """h W_hn, the candidate's recurrent part, which the reset gate scales."""
+    return slice(2 * self.hidden_size, 3 * self.hidden_size)
+
+  def pointwise(self, pw, z, zh_n, carry: Carry):
     (h_prev,) = carry
     size = self.hidden_size
     r = jax.nn.sigmoid(z[..., :size])
     u = jax.nn.sigmoid(z[..., size:2 * size])
-    zh_n = zh[..., 2 * size:]
     n = self.activation(z[..., 2 * size:] - zh_n + r * (zh_n + pw["b_hn"]))
     h = (1.0 - u) * n + u * h_prev
     return (h,), h
