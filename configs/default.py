@@ -69,6 +69,6 @@ def for_task(task: str, *, cell: str, hidden_size: int, steps: int,
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The README's main job: about half a minute on 2 CPU cores."""
+  """The README's main job: about 11 s of training on 2 CPU cores, mse_over_kalman 1.005."""
   del arg
   return for_task("kalman", cell="gru", hidden_size=32, steps=1500, batch_size=64)
