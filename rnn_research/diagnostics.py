@@ -35,9 +35,9 @@ def gradient_flow(graphdef: Any, params: Any, rest: Any, batch: dict[str, jax.Ar
 
 def layer_grad_norms(grads: dict[str, Any]) -> dict[str, jax.Array]:
   """{'grad/layer_<l>': ||dL/dθ_l||, 'grad/readout': ...} from a pure-dict gradient."""
-  norms = {f"grad/layer_{l}": optax.global_norm(g) for l, g in grads["layers"].items()}
+  norms = {f"grad/layer_{l}": optax.tree.norm(g) for l, g in grads["layers"].items()}
   if "readout" in grads:
-    norms["grad/readout"] = optax.global_norm(grads["readout"])
+    norms["grad/readout"] = optax.tree.norm(grads["readout"])
   return norms
 
 

@@ -59,7 +59,7 @@ def make_train_step(graphdef: Any, task: Any, tx: optax.GradientTransformation):
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     new = {"params": optax.apply_updates(state["params"], updates), "rest": rest,
            "opt_state": opt_state, "step": state["step"] + 1}
-    metrics = {"train/loss": loss, "grad/global_norm": optax.global_norm(grads),
+    metrics = {"train/loss": loss, "grad/global_norm": optax.tree.norm(grads),
                **diagnostics.layer_grad_norms(grads)}
     return new, metrics
 
