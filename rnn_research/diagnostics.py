@@ -22,6 +22,7 @@ def gradient_flow(graphdef: Any, params: Any, rest: Any, batch: dict[str, jax.Ar
                   loss_fn: Callable[[jax.Array, dict], jax.Array]) -> jax.Array:
   """[L, T]: the batch mean over valid sequences of ||dL/dh_t^(l)||_2 (jittable)."""
   model = nnx.merge(graphdef, params, rest)
+  model.eval()  # running norm statistics: the probes run the model step by step
   batch_size, steps = batch["x"].shape[:2]
   probes = jnp.zeros((len(model.layers), batch_size, steps, model.layers[-1].hidden_size))
 

@@ -37,6 +37,22 @@ def model_defaults() -> ml_collections.ConfigDict:
   m.readout = "linear"
   # Hidden units of the `mlp` readout.
   m.readout_hidden = 64
+  # Normalisation placement (2.1.3): none, layer, mini_layer, mini_vertical, vertical, batch.
+  m.norm = "none"
+  # Which layers' outputs (or carries) are normalised: "all" or indices, e.g. "0,2".
+  m.norm_layers = "all"
+  # The epsilon inside every norm's square root.
+  m.norm_eps = 1e-5
+  # Momentum of the running statistics of `layer` and `batch` norms.
+  m.norm_momentum = 0.99
+  # `layer` norm, full-sequence eval: running (training) statistics or the sequence's own.
+  m.eval_norm_stats = "running"
+  # Vertical skips (2.2.1, Fig 13.12): none, residual (h^(l) + h^(l-1)), dense (Graves 2013).
+  m.vertical_skip = "none"
+  # Horizontal skips (2.2.2, Fig 13.13): none, residual (+ h_{t-k}), learned (W_s h_{t-k}).
+  m.horizontal_skip = "none"
+  # The span k >= 1 of horizontal skips.
+  m.skip_span = 1
   # How the scan runs: auto (per backend), scan, scan_hoisted, vjp, vjp_hoisted.
   m.engine = "auto"
   # layer_major (one scan per layer, fastest) or time_major (one scan, all layers inside).
@@ -49,7 +65,7 @@ def model_defaults() -> ml_collections.ConfigDict:
 def resolve(config: Mapping[str, Any] | ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
   """Defaults overlaid with `config`; unknown keys fail with the list of valid keys."""
   merged = config_section.resolve(config, model_defaults(), "model")
-  for key in ("hidden_size", "num_layers", "mlp_hidden", "readout_hidden"):
+  for key in ("hidden_size", "num_layers", "mlp_hidden", "readout_hidden", "skip_span"):
     if merged[key] < 1:
       raise ValueError(f"config.model.{key} must be a positive integer, got {merged[key]!r}")
   return merged

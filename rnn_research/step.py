@@ -23,7 +23,7 @@ def project(p: dict[str, Any], x: jax.Array) -> jax.Array:
 def masked_pointwise(cell: Cell, pw: dict[str, jax.Array], z: jax.Array, zh: jax.Array | None,
                      carry: Carry, m: jax.Array | None) -> tuple[Carry, jax.Array]:
   """`cell.pointwise`, then freeze the carry and zero y where m [B] is False."""
-  new, y = cell.pointwise(pw, z, zh, carry)
+  new, y = cell.step_pointwise(pw, z, zh, carry)
   if m is None:
     return new, y
   keep = m[:, None]

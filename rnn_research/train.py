@@ -158,8 +158,10 @@ def _loop(config, workdir, task, graphdef, tx, state, ckpt, started_at):
       out = {k: float(v) for k, v in out.items()}
       if not all(math.isfinite(v) for v in out.values()):
         bad = ", ".join(k for k, v in out.items() if not math.isfinite(v))
-        message = (f"diverged at step {step + 1}: non-finite {bad}; the last good checkpoint "
-                   f"(step {ckpt.latest_step()}) is kept")
+        last = ckpt.latest_step()
+        kept = ("no checkpoint was saved before it" if last is None
+                else f"the last good checkpoint (step {last}) is kept")
+        message = f"diverged at step {step + 1}: non-finite {bad}; {kept}"
         write_status(workdir, state="diverged", step=step + 1, message=message,
                      wall_time=time.time() - started_at)
         raise Diverged(message)

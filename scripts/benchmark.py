@@ -4,6 +4,7 @@
   python scripts/benchmark.py --sizes=small                 # smoke run, ~20 s
   python scripts/benchmark.py                               # the four default sizes
   python scripts/benchmark.py --cells=lstm --sizes='64,256,128,256' --engines=scan,vjp --remat
+  python scripts/benchmark.py --cells=lstm --impls=ours --model='norm=layer;vertical_skip=dense'
 
 Prints a markdown table per (cell, size): fwd+bwd and forward tokens/s (tokens = B*T), the
 first-call compile seconds (fwd+bwd / fwd, trace + compile + first run), the fwd+bwd time, the
@@ -15,6 +16,7 @@ implementation runs once, round-robin, so machine noise hits all alike.
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import platform
 import statistics
@@ -116,12 +118,31 @@ def engine_name(engine: str) -> str:
   return "auto=" + ("vjp" if how.custom_vjp else "scan") + ("_hoisted" if how.hoist else "")
 
 
-def ours(cell: str, size: Size, x: jax.Array, engine: str, remat: bool = False) -> Bench:
-  """rnn_research's single layer, no readout."""
+def ours(cell: str, size: Size, x: jax.Array, engine: str, remat: bool = False,
+         overrides: dict[str, Any] | None = None) -> Bench:
+  """rnn_research's stack (one layer unless `overrides` say otherwise), no readout."""
   _, _, f, h = size
-  model = build(dict(cell=cell, hidden_size=h, engine=engine, remat=remat), in_features=f,
-                out_features=None, rngs=nnx.Rngs(0))
-  return nnx_bench("ours[remat]" if remat else f"ours[{engine_name(engine)}]", model, x)
+  model = build(dict(cell=cell, hidden_size=h, engine=engine, remat=remat, **(overrides or {})),
+                in_features=f, out_features=None, rngs=nnx.Rngs(0))
+  label = "remat" if remat else engine_name(engine)
+  if overrides:
+    label = ",".join(f"{k}={v}" for k, v in overrides.items())
+  return nnx_bench(f"ours[{label}]", model, x)
+
+
+def parse_model(text: str) -> list[dict[str, Any]]:
+  """'norm=layer,num_layers=2;vertical_skip=dense' -> one config.model override dict each."""
+  sets = []
+  for part in filter(None, text.split(";")):
+    overrides = {}
+    for item in part.split(","):
+      key, _, value = item.partition("=")
+      try:
+        overrides[key.strip()] = ast.literal_eval(value.strip())
+      except (ValueError, SyntaxError):
+        overrides[key.strip()] = value.strip()
+    sets.append(overrides)
+  return sets
 
 
 def flax_nnx(cell: str, size: Size, x: jax.Array) -> Bench:
@@ -187,6 +208,7 @@ def make_benches(cell: str, size: Size, args: argparse.Namespace) -> list[Bench]
     benches += [ours(cell, size, x, engine) for engine in args.engines]
     if args.remat:
       benches.append(ours(cell, size, x, "auto", remat=True))
+    benches += [ours(cell, size, x, "auto", overrides=o) for o in args.model]
   if "flax" in args.impls:
     benches.append(flax_nnx(cell, size, x))
   if "torch" in args.impls and torch is not None:
@@ -264,6 +286,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--impls", type=csv, default="ours,flax,torch,bound")
   p.add_argument("--reps", type=int, default=5)
   p.add_argument("--remat", action="store_true", help="add ours[remat] rows (engine auto)")
+  p.add_argument("--model", type=parse_model, default="",
+                 help="extra ours rows with config.model overrides, e.g. "
+                      "'num_layers=2;num_layers=2,norm=layer' (engine auto)")
   p.add_argument("--torch-threads", type=int, default=2,
                  help="torch.set_num_threads; with 2 threads on a loaded 2-core machine "
                       "torch's OpenMP barriers can stall for ~0.5 s per call")

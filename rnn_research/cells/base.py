@@ -14,6 +14,14 @@ where `carry = (h, ...)` always starts with the vector that enters W_h and `pw` 
 extra parameters (peepholes, the mlp's second layer, ...). The engine (`rnn_research.engine`)
 owns how the two matmuls run; cells only define `pointwise`, which must be pure and read
 nothing but its arguments and static Python attributes.
+
+The engine runs `step_pointwise`, which adds the design axes that act inside the step around
+any cell's `pointwise`:
+  horizontal skip of span k (Fig 13.13), the carry holding h_{t-k}, ..., h_{t-1}:
+    `learned`:  z_t += h_{t-k} W_s                       (a third matrix in the pre-activation)
+    `residual`: h_t = cell(h_{t-1}, x_t) + h_{t-k}       (c, if any, untouched)
+  `mini_vertical` norm (Fig 13.10): the h that enters the next step's W_h is LN(h_t); the
+    output y_t = h_t to the next layer stays un-normalised.
 """
 from __future__ import annotations
 
@@ -25,7 +33,10 @@ from flax import nnx
 
 from rnn_research.activations import ACTIVATIONS
 from rnn_research.initializers import RECURRENT_INITS, blocks, input_init
+from rnn_research.norms.features import normalize_features
 from rnn_research.registry import Registry
+
+HORIZONTAL_SKIPS = ("none", "residual", "learned")
 
 Carry = tuple[jax.Array, ...]
 CELLS: Registry[type["Cell"]] = Registry("cell")
@@ -39,7 +50,7 @@ class Cell(nnx.Module):
   """
 
   def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs, *, num_gates: int,
-               gate_width: int | None = None):
+               gate_width: int | None = None, carry_norm: bool = False):
     self.in_features = in_features
     self.hidden_size = cfg.hidden_size
     self.activation = ACTIVATIONS.get(cfg.activation)
@@ -49,6 +60,17 @@ class Cell(nnx.Module):
     self.w_h = nnx.Param(blocks(init, rngs.params(), cfg.hidden_size, width, num_gates,
                                 cfg.recurrent_scale))
     self.b = nnx.Param(jnp.zeros((num_gates * width,), jnp.float32))
+    if cfg.horizontal_skip not in HORIZONTAL_SKIPS:
+      raise ValueError(f"unknown horizontal_skip {cfg.horizontal_skip!r}; valid choices: "
+                       f"{', '.join(HORIZONTAL_SKIPS)}")
+    self.skip = cfg.horizontal_skip
+    self.skip_span = cfg.skip_span
+    if self.skip == "learned":
+      self.w_skip = nnx.Param(input_init(rngs.params(), (cfg.hidden_size, num_gates * width)))
+    self.carry_norm_eps = cfg.norm_eps if carry_norm else None
+    if carry_norm:
+      self.carry_gain = nnx.Param(jnp.ones((cfg.hidden_size,)))
+      self.carry_bias = nnx.Param(jnp.zeros((cfg.hidden_size,)))
 
   def extra_params(self) -> dict[str, jax.Array]:
     """The `pw` argument of `pointwise`: the cell's parameters beyond W_x, b, W_h."""
@@ -56,16 +78,43 @@ class Cell(nnx.Module):
 
   def weights(self) -> dict[str, Any]:
     """Raw arrays {w_x, b, w_h, pw} for the engine's pure functions."""
-    return {"w_x": self.w_x[...], "b": self.b[...], "w_h": self.w_h[...],
-            "pw": self.extra_params()}
+    pw = self.extra_params()
+    if self.skip == "learned":
+      pw = {**pw, "w_skip": self.w_skip[...]}
+    if self.carry_norm_eps is not None:
+      pw = {**pw, "carry_gain": self.carry_gain[...], "carry_bias": self.carry_bias[...]}
+    return {"w_x": self.w_x[...], "b": self.b[...], "w_h": self.w_h[...], "pw": pw}
 
   def carry_widths(self) -> tuple[int, ...]:
     """Widths of the carry's members; the first is h."""
     return (self.hidden_size,)
 
   def initial_carry(self, batch_size: int, dtype=jnp.float32) -> Carry:
-    """h_0 = 0 (eq. 13.1), and every other carry member 0."""
-    return tuple(jnp.zeros((batch_size, w), dtype) for w in self.carry_widths())
+    """h_0 = 0 (eq. 13.1), every other carry member 0, and the skip history h_{1-k..0} = 0."""
+    widths = self.carry_widths()
+    if self.skip != "none":
+      widths += (self.skip_span * self.hidden_size,)
+    return tuple(jnp.zeros((batch_size, w), dtype) for w in widths)
+
+  def step_pointwise(self, pw: dict[str, jax.Array], z: jax.Array, zh: jax.Array | None,
+                     carry: Carry) -> tuple[Carry, jax.Array]:
+    """`pointwise` with the horizontal skip and the mini_vertical norm around it."""
+    history = None
+    if self.skip != "none":
+      carry, history = carry[:-1], carry[-1]                  # [B, k*H], oldest first
+      oldest = history[..., :self.hidden_size]                 # h_{t-k}
+      if self.skip == "learned":
+        z = z + oldest @ pw["w_skip"]
+    new, y = self.pointwise(pw, z, zh, carry)
+    if self.skip == "residual":
+      y = y + oldest
+    h = y
+    if self.carry_norm_eps is not None:
+      h = normalize_features(y, pw["carry_gain"], pw["carry_bias"], self.carry_norm_eps)
+    new = (h,) + tuple(new[1:])
+    if history is not None:
+      new += (jnp.concatenate([history[..., self.hidden_size:], y], axis=-1),)
+    return new, y
 
   def zh_columns(self) -> slice | None:
     """The columns of zh_t that `pointwise` needs apart from z_t (None: it needs none)."""

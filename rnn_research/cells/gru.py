@@ -20,8 +20,8 @@ class GRUCell(Cell):
     h_t = (1 - u) ⊙ n + u ⊙ h_{t-1}
   """
 
-  def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs):
-    super().__init__(in_features, cfg, rngs, num_gates=3)
+  def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs, carry_norm: bool = False):
+    super().__init__(in_features, cfg, rngs, num_gates=3, carry_norm=carry_norm)
     self.b_hn = nnx.Param(jnp.zeros((cfg.hidden_size,), jnp.float32))
 
   def extra_params(self) -> dict[str, jax.Array]:

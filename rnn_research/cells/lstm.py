@@ -32,14 +32,14 @@ _PEEPHOLE_STD = 0.1
 class LSTMCell(Cell):
   """LSTM with `cfg.lstm_variant`; see the module docstring for the equations."""
 
-  def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs):
+  def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs, carry_norm: bool = False):
     self.variant = LSTM_VARIANTS.get(cfg.lstm_variant)
     if cfg.lecture_peephole and not self.variant.lecture:
       raise ValueError("lecture_peephole=True needs lstm_variant='lecture', got "
                        f"{cfg.lstm_variant!r}")
     self.lecture_peephole = bool(cfg.lecture_peephole)
     gates = self.variant.gates
-    super().__init__(in_features, cfg, rngs, num_gates=len(gates))
+    super().__init__(in_features, cfg, rngs, num_gates=len(gates), carry_norm=carry_norm)
     size = cfg.hidden_size
     if "f" in gates:
       f = gates.index("f")

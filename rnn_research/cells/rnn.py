@@ -21,13 +21,13 @@ class RNNCell(Cell):
     h_t = σ(a_t W_2 + b_2)               [B, H]
   """
 
-  def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs):
+  def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs, carry_norm: bool = False):
     if cfg.transition not in TRANSITIONS:
       raise ValueError(f"unknown transition {cfg.transition!r}; valid choices: "
                        f"{', '.join(TRANSITIONS)}")
     self.mlp = cfg.transition == "mlp"
     super().__init__(in_features, cfg, rngs, num_gates=1,
-                     gate_width=cfg.mlp_hidden if self.mlp else None)
+                     gate_width=cfg.mlp_hidden if self.mlp else None, carry_norm=carry_norm)
     if self.mlp:
       self.w_2 = nnx.Param(input_init(rngs.params(), (cfg.mlp_hidden, cfg.hidden_size)))
       self.b_2 = nnx.Param(jax.numpy.zeros((cfg.hidden_size,)))
