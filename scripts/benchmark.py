@@ -103,6 +103,7 @@ def jax_bench(label: str, forward: Callable, params: Any, x: jax.Array, *rest: A
 def nnx_bench(label: str, module: nnx.Module, x: jax.Array, **kwargs: Callable[[], Any]) -> Bench:
   """Bench of module(x, **{k: make() ...}), made pure with nnx.split / nnx.merge."""
   graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+  params, rest = params.to_pure_dict(), rest.to_pure_dict()  # running norm stats mutate in rest
 
   def forward(params, x, rest):
     return nnx.merge(graphdef, params, rest)(x, **{k: make() for k, make in kwargs.items()})
