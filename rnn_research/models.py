@@ -61,7 +61,8 @@ class RecurrentStack(nnx.Module):
                                      isinstance(out_features, bool) or out_features < 1):
       raise ValueError(f"out_features must be a positive integer or None, got {out_features!r}")
     size, depth = cfg.hidden_size, cfg.num_layers
-    normed = () if cfg.norm == "none" else norms.norm_layers(cfg.norm_layers, depth)
+    normed = norms.norm_layers(cfg.norm_layers, depth)
+    normed = () if cfg.norm == "none" else normed
     if cfg.norm == "vertical" and len(normed) != depth:
       raise ValueError("norm='vertical' normalises across all layers; use norm_layers='all'")
     self.in_features = in_features
@@ -153,10 +154,11 @@ class RecurrentStack(nnx.Module):
   def _check_per_step(self, what: str) -> None:
     """Sequence-statistics norms in training have no per-step form."""
     for norm in self.between:
-      if norm is not None and not norm.per_step and not norm.use_running_average:
+      if norm is not None and not norm.per_step_ok():
         raise ValueError(f"{what} applies norms step by step, but this model's "
-                         f"{type(norm).__name__} uses whole-sequence statistics in training: "
-                         "call model.eval() first, or use execution='layer_major'")
+                         f"{type(norm).__name__} uses whole-sequence statistics (training "
+                         "mode, or eval_norm_stats='sequence'): call model.eval() with "
+                         "running statistics first, or use execution='layer_major'")
 
   def _layer_input(self, l: int, x: jax.Array, outs: list[jax.Array]) -> jax.Array:
     """What layer l reads (sequence [T, B, .] or one step [B, .])."""
@@ -187,10 +189,8 @@ class RecurrentStack(nnx.Module):
     """All layers at one time step; probe [L, B, H] is added to each layer's new h."""
     new, outs = [], []
     for l, (cell, p, carry) in enumerate(zip(self.layers, params, state)):
-      carry, h = cell_step(cell, p, carry, self._layer_input(l, x, outs), m)
-      if probe is not None:
-        delta = probe[l] if m is None else jnp.where(m[:, None], probe[l], 0.0)
-        carry, h = (carry[0] + delta,) + carry[1:], h + delta
+      carry, h = cell_step(cell, p, carry, self._layer_input(l, x, outs), m,
+                           None if probe is None else probe[l])
       new.append(carry)
       outs.append(h if self.between[l] is None else self.between[l].step(h, m))
     if self.vertical_norm is not None:

@@ -21,9 +21,10 @@ def project(p: dict[str, Any], x: jax.Array) -> jax.Array:
 
 
 def masked_pointwise(cell: Cell, pw: dict[str, jax.Array], z: jax.Array, zh: jax.Array | None,
-                     carry: Carry, m: jax.Array | None) -> tuple[Carry, jax.Array]:
-  """`cell.pointwise`, then freeze the carry and zero y where m [B] is False."""
-  new, y = cell.step_pointwise(pw, z, zh, carry)
+                     carry: Carry, m: jax.Array | None,
+                     probe: jax.Array | None = None) -> tuple[Carry, jax.Array]:
+  """`cell.step_pointwise`, then freeze the carry and zero y where m [B] is False."""
+  new, y = cell.step_pointwise(pw, z, zh, carry, probe)
   if m is None:
     return new, y
   keep = m[:, None]
@@ -31,16 +32,16 @@ def masked_pointwise(cell: Cell, pw: dict[str, jax.Array], z: jax.Array, zh: jax
   return new, jnp.where(keep, y, jnp.zeros_like(y))
 
 
-def recur(cell: Cell, p: dict[str, Any], carry: Carry, zx: jax.Array,
-          m: jax.Array | None) -> tuple[Carry, jax.Array]:
+def recur(cell: Cell, p: dict[str, Any], carry: Carry, zx: jax.Array, m: jax.Array | None,
+          probe: jax.Array | None = None) -> tuple[Carry, jax.Array]:
   """One step given its input projection zx [B, G*H]."""
   zh = carry[0] @ p["w_h"]
   cols = cell.zh_columns()
   return masked_pointwise(cell, p["pw"], zx + zh, None if cols is None else zh[..., cols],
-                          carry, m)
+                          carry, m, probe)
 
 
-def cell_step(cell: Cell, p: dict[str, Any], carry: Carry, x: jax.Array,
-              m: jax.Array | None) -> tuple[Carry, jax.Array]:
-  """One whole step from x_t [B, F] -> (carry_t, y_t [B, H])."""
-  return recur(cell, p, carry, project(p, x), m)
+def cell_step(cell: Cell, p: dict[str, Any], carry: Carry, x: jax.Array, m: jax.Array | None,
+              probe: jax.Array | None = None) -> tuple[Carry, jax.Array]:
+  """One whole step from x_t [B, F] -> (carry_t, y_t [B, H]); `probe` [B, H] is added to h_t."""
+  return recur(cell, p, carry, project(p, x), m, probe)

@@ -97,8 +97,12 @@ class Cell(nnx.Module):
     return tuple(jnp.zeros((batch_size, w), dtype) for w in widths)
 
   def step_pointwise(self, pw: dict[str, jax.Array], z: jax.Array, zh: jax.Array | None,
-                     carry: Carry) -> tuple[Carry, jax.Array]:
-    """`pointwise` with the horizontal skip and the mini_vertical norm around it."""
+                     carry: Carry, probe: jax.Array | None = None) -> tuple[Carry, jax.Array]:
+    """`pointwise` with the horizontal skip and the mini_vertical norm around it.
+
+    `probe` [B, H] is added to h_t on every path it takes (up, to the next step, into the skip
+    history), so its gradient is dL/dh_t (`diagnostics.gradient_flow`).
+    """
     history = None
     if self.skip != "none":
       carry, history = carry[:-1], carry[-1]                  # [B, k*H], oldest first
@@ -108,6 +112,8 @@ class Cell(nnx.Module):
     new, y = self.pointwise(pw, z, zh, carry)
     if self.skip == "residual":
       y = y + oldest
+    if probe is not None:
+      y = y + probe
     h = y
     if self.carry_norm_eps is not None:
       h = normalize_features(y, pw["carry_gain"], pw["carry_bias"], self.carry_norm_eps)

@@ -23,7 +23,9 @@ class MaskedBatchNorm(nnx.Module):
     self.mean = nnx.BatchStat(jnp.zeros((width,)))
     self.var = nnx.BatchStat(jnp.ones((width,)))
 
-  per_step = False
+  def per_step_ok(self) -> bool:
+    """Per-step application equals the sequence call only with the running statistics."""
+    return self.use_running_average
 
   def _apply(self, hs, mean, var, mask):
     out = self.gain[...] * (hs - mean) * jax.lax.rsqrt(var + self.eps) + self.bias[...]
@@ -37,9 +39,9 @@ class MaskedBatchNorm(nnx.Module):
     count = jnp.maximum(valid.sum(), 1.0)
     mean = (hs * valid[..., None]).sum(axis=(0, 1)) / count
     var = (jnp.square(hs - mean) * valid[..., None]).sum(axis=(0, 1)) / count
-    m = self.momentum
-    self.mean[...] = m * self.mean[...] + (1 - m) * mean
-    self.var[...] = m * self.var[...] + (1 - m) * var
+    m, seen = self.momentum, valid.sum() > 0  # an all-padding batch says nothing
+    self.mean[...] = jnp.where(seen, m * self.mean[...] + (1 - m) * mean, self.mean[...])
+    self.var[...] = jnp.where(seen, m * self.var[...] + (1 - m) * var, self.var[...])
     return self._apply(hs, mean, var, mask)
 
   def step(self, h: jax.Array, mask: jax.Array | None) -> jax.Array:

@@ -31,7 +31,9 @@ class SequenceLayerNorm(nnx.Module):
     self.mean = nnx.BatchStat(jnp.zeros(()))
     self.var = nnx.BatchStat(jnp.ones(()))
 
-  per_step = False
+  def per_step_ok(self) -> bool:
+    """Per-step application equals the sequence call only with the running statistics."""
+    return self.use_running_average and self.eval_stats == "running"
 
   def _apply(self, hs, mean, var, mask):
     out = self.gain[...] * (hs - mean) * jax.lax.rsqrt(var + self.eps) + self.bias[...]
@@ -49,9 +51,11 @@ class SequenceLayerNorm(nnx.Module):
     if not self.use_running_average:
       seen = (count > 0).astype(hs.dtype)
       n = jnp.maximum(seen.sum(), 1.0)
-      m = self.momentum
-      self.mean[...] = m * self.mean[...] + (1 - m) * (mean * seen).sum() / n
-      self.var[...] = m * self.var[...] + (1 - m) * (var * seen).sum() / n
+      m, any_seen = self.momentum, seen.sum() > 0  # an all-padding batch says nothing
+      self.mean[...] = jnp.where(
+          any_seen, m * self.mean[...] + (1 - m) * (mean * seen).sum() / n, self.mean[...])
+      self.var[...] = jnp.where(
+          any_seen, m * self.var[...] + (1 - m) * (var * seen).sum() / n, self.var[...])
     return self._apply(hs, mean[:, None], var[:, None], mask)
 
   def step(self, h: jax.Array, mask: jax.Array | None) -> jax.Array:
