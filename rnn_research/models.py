@@ -20,7 +20,7 @@ from flax import nnx
 
 from rnn_research.activations import ACTIVATIONS
 from rnn_research import norms
-from rnn_research.cells import CELLS, LSTM_VARIANTS, Carry, Cell
+from rnn_research.cells import CELLS, LSTM_VARIANTS, Carry
 from rnn_research.cells.base import HORIZONTAL_SKIPS
 from rnn_research.cells.rnn import TRANSITIONS
 from rnn_research.engine import run_layer, strategy

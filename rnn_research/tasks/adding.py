@@ -31,25 +31,17 @@ class Adding(RegressionTask):
 
   @classmethod
   def defaults(cls) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    # Task name in the TASKS registry.
-    c.name = cls.name
+    c = cls._section(held_out=1024)
     # Sequence length T (Le et al. 2015 use 150 to 750).
     c.length = 150
-    # Number of held-out sequences.
-    c.eval_size = 1024
-    # Seed of the held-out sequences.
-    c.eval_seed = 0
     return c
 
   def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
                seed: int):
     super().__init__(cfg, batch_size, seed)
     check_range(self.cfg, "length", 2)
-    check_range(self.cfg, "eval_size", 1)
-    check_range(self.cfg, "eval_seed", 0)
     self.in_features, self.out_features = 2, 1
-    self._set_eval(self.sample(batching.eval_rng(self.cfg.eval_seed), self.cfg.eval_size))
+    self._set_generated_eval()
 
   def sample(self, rng: np.random.Generator, n: int) -> Batch:
     length = self.cfg.length

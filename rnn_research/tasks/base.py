@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 
 from rnn_research import config_section
+from rnn_research.config_section import check_range
 from rnn_research.registry import Registry
 from rnn_research.tasks import batching, losses
 
@@ -64,6 +65,25 @@ class Task:
   def defaults(cls) -> ml_collections.ConfigDict:
     """The task's config section, `name` included."""
     raise NotImplementedError
+
+  @classmethod
+  def _section(cls, held_out: int | None = None) -> ml_collections.ConfigDict:
+    """A config section with `name` and, for generated data, the held-out set's keys."""
+    c = ml_collections.ConfigDict()
+    # Task name in the TASKS registry.
+    c.name = cls.name
+    if held_out is not None:
+      # Number of held-out sequences.
+      c.eval_size = held_out
+      # Seed of the held-out sequences (a stream apart from the training data's).
+      c.eval_seed = 0
+    return c
+
+  def _set_generated_eval(self) -> None:
+    """Check `eval_size`/`eval_seed` and draw the held-out set with `sample`."""
+    check_range(self.cfg, "eval_size", 1)
+    check_range(self.cfg, "eval_seed", 0)
+    self._set_eval(self.sample(batching.eval_rng(self.cfg.eval_seed), self.cfg.eval_size))
 
   def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
                seed: int):

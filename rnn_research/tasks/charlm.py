@@ -78,9 +78,7 @@ class CharLM(ClassificationTask):
 
   @classmethod
   def defaults(cls) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    # Task name in the TASKS registry.
-    c.name = cls.name
+    c = cls._section()
     # Length T of training crops (characters).
     c.length = 128
     # Hold out every k-th play of the sorted list (k = 8: 4 of the 38 plays).

@@ -37,19 +37,13 @@ class Copy(ClassificationTask):
 
   @classmethod
   def defaults(cls) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    # Task name in the TASKS registry.
-    c.name = cls.name
+    c = cls._section(held_out=512)
     # Alphabet size A of the symbols to copy.
     c.num_symbols = 8
     # Number K of symbols to remember.
     c.copy_length = 5
     # Number D of blanks between the last symbol and the go marker.
     c.delay = 30
-    # Number of held-out sequences.
-    c.eval_size = 512
-    # Seed of the held-out sequences.
-    c.eval_seed = 0
     return c
 
   def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
@@ -59,11 +53,9 @@ class Copy(ClassificationTask):
     check_range(c, "num_symbols", 2)
     check_range(c, "copy_length", 1)
     check_range(c, "delay", 0)
-    check_range(c, "eval_size", 1)
-    check_range(c, "eval_seed", 0)
     self.length = 2 * c.copy_length + c.delay + 1
     self.in_features, self.out_features = c.num_symbols + 2, c.num_symbols
-    self._set_eval(self.sample(batching.eval_rng(c.eval_seed), c.eval_size))
+    self._set_generated_eval()
 
   def sample(self, rng: np.random.Generator, n: int) -> Batch:
     c = self.cfg

@@ -93,9 +93,7 @@ class Kalman(RegressionTask):
 
   @classmethod
   def defaults(cls) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    # Task name in the TASKS registry.
-    c.name = cls.name
+    c = cls._section(held_out=512)
     # Dimension n of the hidden state x_t (the targets).
     c.state_dim = 4
     # Dimension m of the observations y_t (the inputs).
@@ -110,23 +108,18 @@ class Kalman(RegressionTask):
     c.r = 0.5
     # Seed of the fixed system (rotation angles of A, the matrix C).
     c.system_seed = 0
-    # Number of held-out sequences.
-    c.eval_size = 512
-    # Seed of the held-out sequences.
-    c.eval_seed = 0
     return c
 
   def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
                seed: int):
     super().__init__(cfg, batch_size, seed)
     c = self.cfg
-    for key in ("state_dim", "obs_dim", "length", "eval_size"):
+    for key in ("state_dim", "obs_dim", "length"):
       check_range(c, key, 1)
     check_range(c, "radius", 0.0, 0.999)
     check_range(c, "q", 0.0, low_open=True)
     check_range(c, "r", 0.0, low_open=True)
     check_range(c, "system_seed", 0)
-    check_range(c, "eval_seed", 0)
     rng = batching.system_rng(c.system_seed)
     n, m = c.state_dim, c.obs_dim
     self.a = rotation_dynamics(n, c.radius, rng)
@@ -135,7 +128,7 @@ class Kalman(RegressionTask):
     self.r = c.r * np.eye(m)
     self.p1 = stationary_covariance(self.a, self.q)
     self.in_features, self.out_features = m, n
-    self._set_eval(self.sample(batching.eval_rng(c.eval_seed), c.eval_size))
+    self._set_generated_eval()
     self._kalman = self.filter(self._eval["x"])
 
   def simulate(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:

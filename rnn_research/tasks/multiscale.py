@@ -61,9 +61,7 @@ class Multiscale(ClassificationTask):
 
   @classmethod
   def defaults(cls) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    # Task name in the TASKS registry.
-    c.name = cls.name
+    c = cls._section(held_out=512)
     # Number K of regimes (classes).
     c.num_regimes = 3
     # Mean regime duration in steps (switch probability 1 / mean_duration per step).
@@ -76,10 +74,6 @@ class Multiscale(ClassificationTask):
     c.mean_spacing = 1.0
     # Sequence length T.
     c.length = 100
-    # Number of held-out sequences.
-    c.eval_size = 512
-    # Seed of the held-out sequences.
-    c.eval_seed = 0
     return c
 
   def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
@@ -91,13 +85,11 @@ class Multiscale(ClassificationTask):
     check_range(c, "ar_coef", 0.0, 0.99)
     check_range(c, "noise_std", 0.0, low_open=True)
     check_range(c, "mean_spacing", 0.0)
-    for key in ("length", "eval_size"):
-      check_range(c, key, 1)
-    check_range(c, "eval_seed", 0)
+    check_range(c, "length", 1)
     k = c.num_regimes
     self.means = c.mean_spacing * (np.arange(k) - (k - 1) / 2)
     self.in_features, self.out_features = 1, k
-    self._set_eval(self.sample(batching.eval_rng(c.eval_seed), c.eval_size))
+    self._set_generated_eval()
     self._oracle = self.oracle(self._eval["x"])
 
   def sample(self, rng: np.random.Generator, n: int) -> Batch:

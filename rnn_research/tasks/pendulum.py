@@ -76,9 +76,7 @@ class Pendulum(RegressionTask):
 
   @classmethod
   def defaults(cls) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    # Task name in the TASKS registry.
-    c.name = cls.name
+    c = cls._section(held_out=512)
     # Sequence length T.
     c.length = 100
     # Time step dt of the simulation and of the observations.
@@ -93,10 +91,6 @@ class Pendulum(RegressionTask):
     c.obs_noise = 0.3
     # Standard deviation of the initial angular velocity.
     c.omega_init_std = 1.0
-    # Number of held-out sequences.
-    c.eval_size = 512
-    # Seed of the held-out sequences.
-    c.eval_seed = 0
     return c
 
   def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
@@ -104,15 +98,13 @@ class Pendulum(RegressionTask):
     super().__init__(cfg, batch_size, seed)
     c = self.cfg
     check_range(c, "length", 2)
-    check_range(c, "eval_size", 1)
-    check_range(c, "eval_seed", 0)
     check_range(c, "dt", 0.0, 1.0, low_open=True)
     for key in ("natural_frequency", "obs_noise", "omega_init_std"):
       check_range(c, key, 0.0, low_open=True)
     check_range(c, "damping", 0.0)
     check_range(c, "process_noise", 0.0)
     self.in_features, self.out_features = 2, 3
-    self._set_eval(self.sample(batching.eval_rng(c.eval_seed), c.eval_size))
+    self._set_generated_eval()
     self._ekf = self.filter(self._eval["x"])
 
   def sample(self, rng: np.random.Generator, n: int) -> Batch:

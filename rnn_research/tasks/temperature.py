@@ -46,9 +46,7 @@ class Temperature(RegressionTask):
 
   @classmethod
   def defaults(cls) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    # Task name in the TASKS registry.
-    c.name = cls.name
+    c = cls._section()
     # Length T of training and held-out crops (hours).
     c.length = 128
     # Fraction of the series (from its start) used for training; the rest is held out.

@@ -89,9 +89,7 @@ class Vowels(ClassificationTask):
 
   @classmethod
   def defaults(cls) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    # Task name in the TASKS registry.
-    c.name = cls.name
+    c = cls._section()
     # Standardise each channel with the training split's mean and std over valid frames.
     c.standardize = True
     return c
