@@ -155,7 +155,7 @@ def _loop(config, workdir, task, graphdef, tx, state, ckpt, started_at):
     window, tick = [], time.time()
     for step in range(start, cfg.steps):
       new, out = train_step(state, task.train_batch(step))
-      out = {k: float(v) for k, v in out.items()}
+      out = {k: float(v) for k, v in jax.device_get(out).items()}  # one transfer a step
       if not all(math.isfinite(v) for v in out.values()):
         bad = ", ".join(k for k, v in out.items() if not math.isfinite(v))
         last = ckpt.latest_step()

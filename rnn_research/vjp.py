@@ -45,11 +45,7 @@ def scan_custom_vjp(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Arra
       z = zx + zh
       extra = zh[..., cols] if needs_zh else None
       new, y = masked_pointwise(cell, p["pw"], z, extra, carry, m)
-      if how.remat:
-        saved = (carry,)
-      else:
-        saved = (carry, z, extra) if needs_zh else (carry, z)
-      return new, (y, saved)
+      return new, (y, (carry,) if how.remat else (carry, z, extra))  # extra: None unless zh
 
     carry, (ys, saved) = jax.lax.scan(body, carry0, (project(p, xs) if how.hoist else xs, mask))
     return (ys, carry), saved
@@ -76,26 +72,21 @@ def scan_custom_vjp(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Arra
         z = project(p, x) + zh
         extra = zh[..., cols] if needs_zh else None
       else:
-        z = sv[1]
-        extra = sv[2] if needs_zh else None
+        _, z, extra = sv
 
+      _, pullback = jax.vjp(lambda pw, z, e, c: masked_pointwise(cell, pw, z, e, c, m),
+                            p["pw"], z, extra, carry_prev)
+      dpw_t, dz, de, dcarry_prev = pullback((dcarry, dy))  # de is None unless needs_zh
+      dh_prev = dcarry_prev[0] + dz @ w_h.T
       if needs_zh:
-        _, pullback = jax.vjp(lambda pw, z, e, c: masked_pointwise(cell, pw, z, e, c, m),
-                              p["pw"], z, extra, carry_prev)
-        dpw_t, dz, de, dcarry_prev = pullback((dcarry, dy))
-        dh_prev = dcarry_prev[0] + dz @ w_h.T + de @ w_h[:, cols].T
-      else:
-        _, pullback = jax.vjp(lambda pw, z, c: masked_pointwise(cell, pw, z, None, c, m),
-                              p["pw"], z, carry_prev)
-        dpw_t, dz, dcarry_prev = pullback((dcarry, dy))
-        dh_prev = dcarry_prev[0] + dz @ w_h.T
+        dh_prev = dh_prev + de @ w_h[:, cols].T
       dpw = jax.tree.map(jnp.add, dpw, dpw_t)
-      return ((dh_prev,) + tuple(dcarry_prev[1:]), dpw), ((dz, de) if needs_zh else dz)
+      return ((dh_prev,) + tuple(dcarry_prev[1:]), dpw), (dz, de)
 
     dpw0 = jax.tree.map(jnp.zeros_like, p["pw"])
     (dcarry0, dpw), dzs = jax.lax.scan(body, (tuple(dcarry_last), dpw0),
                                        (dys, mask, xs, saved), reverse=True)
-    dz, de = dzs if needs_zh else (dzs, None)
+    dz, de = dzs
     h_prev = saved[0][0]
     dw_h = _sum_outer(h_prev, dz)
     if needs_zh:
