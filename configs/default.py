@@ -41,6 +41,8 @@ def base(task: str) -> ml_collections.ConfigDict:
   train.clip_value = 1.0
   # Seed of the model's initialisation and of the training data.
   train.seed = 0
+  # Split each batch over all devices (jax.sharding mesh over the batch axis).
+  train.data_parallel = False
   # Evaluate every this many steps (and at the end).
   train.eval_every = 200
   # Save a checkpoint every this many steps (and at the end).

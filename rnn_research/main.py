@@ -3,14 +3,20 @@
   python -m rnn_research.main --config=configs/default.py --workdir=runs/demo \
       [--config.model.cell=lstm ...] [--overwrite]
 
+`--seeds=0,1,2` trains one run per seed as a single vmapped program; each writes its own
+`--workdir` with `{seed}` filled in (e.g. `--workdir=runs/demo/seed={seed}`).
+`--multihost` calls `jax.distributed.initialize()` first (one process per host, for
+`--config.train.data_parallel=True` across hosts).
+
 Exit codes: 0 done (or preempted by SIGTERM after saving), 2 bad input, 3 diverged.
 """
+import copy
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rnn_research import train
+from rnn_research import data_parallel, train
 from rnn_research.cli import parse_flags
 
 FLAGS = flags.FLAGS
@@ -18,14 +24,40 @@ config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for config.json, events, checkpoints, status.")
 flags.DEFINE_bool("overwrite", False, "Move a different run in --workdir aside and start afresh.")
+flags.DEFINE_list("seeds", None, "Train these train.seed values together (vmapped); --workdir "
+                  "must contain {seed}.")
+flags.DEFINE_bool("multihost", False, "jax.distributed.initialize() before training.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _per_seed(config, seeds: list[str], workdir: str):
+  """One config and workdir per seed of `--seeds`."""
+  if "{seed}" not in workdir:
+    raise ValueError(f"--seeds needs {{seed}} in --workdir (got {workdir!r}), so that every "
+                     "seed gets its own run directory")
+  try:
+    values = [int(s) for s in seeds]
+  except ValueError:
+    raise ValueError(f"--seeds must be integers, got {','.join(seeds)!r}") from None
+  configs = []
+  for seed in values:
+    c = copy.deepcopy(config)
+    c.train.seed = seed
+    configs.append(c)
+  return configs, [workdir.replace("{seed}", str(s)) for s in values]
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.multihost:
+    data_parallel.initialize_multihost()
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir, FLAGS.overwrite)
+    if FLAGS.seeds is None:
+      train.train_and_evaluate(FLAGS.config, FLAGS.workdir, FLAGS.overwrite)
+    else:
+      configs, workdirs = _per_seed(FLAGS.config, FLAGS.seeds, FLAGS.workdir)
+      train.train_seeds(configs, workdirs, FLAGS.overwrite)
   except train.Diverged as err:
     logging.error("%s", err)
     sys.exit(3)

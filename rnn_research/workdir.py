@@ -23,13 +23,14 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
   return config
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+  """`key: old -> new` for every dotted key whose value differs between two nested dicts."""
   keys = sorted(set(old) | set(new))
   out = []
   for key in keys:
     a, b = old.get(key), new.get(key)
     if isinstance(a, dict) and isinstance(b, dict):
-      out += _differences(a, b, f"{prefix}{key}.")
+      out += differences(a, b, f"{prefix}{key}.")
     elif a != b:
       out.append(f"{prefix}{key}: {a!r} -> {b!r}")
   return out
@@ -42,7 +43,7 @@ def prepare(workdir: str, config: dict[str, Any], overwrite: bool = False) -> No
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
-    changed = _differences(_comparable(old), _comparable(config))
+    changed = differences(_comparable(old), _comparable(config))
     if changed and not overwrite:
       raise ValueError(
           f"{workdir} holds a run of a different config ({'; '.join(changed[:5])}"

@@ -1,0 +1,269 @@
+"""`python -m rnn_research.compare`: grouping, ranking, statistics, files and errors.
+
+Every sweep here is synthesized: real event files (MetricWriter), config.json, status.json
+and sweep.json, written the way the trainer and the sweep runner write them; no training.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnn_research import compare
+from rnn_research.metric_writer import MetricWriter
+from rnn_research.status import write_status
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = (0, 100, 200, 300)
+# norm -> per seed: (eval/loss at STEPS, state or None for no status.json yet).
+SWEEP = {
+    "none": [([2.0, 0.4, 0.45, 0.5], "completed"),   # best 0.4 before the end
+             ([2.0, 1.0, 0.8, 0.7], "completed"),    # never reaches 0.65
+             ([2.0, 0.9, 0.6, 0.6], "completed")],
+    "layer": [([2.0, 0.5, 0.3, 0.25], "completed"),
+              ([2.0, 0.6, 0.4, 0.35], "completed"),
+              ([2.0, 0.1, 50.0, float("nan")], "diverged")],  # blew up: counts for nothing
+    "batch": [([2.0, 1.2, 1.0, 0.9], "completed"),
+              ([], None),                            # just started: no status, no events
+              ([2.0, 1.5], "running")],              # in progress: its latest value counts
+}
+
+
+def make_run(root: Path, name: str, config: dict, losses: list[float], state: str | None,
+             speeds: list[float] = (10.0,)) -> Path:
+  """A run directory as the trainer leaves it (eval/accuracy is 1 - eval/loss)."""
+  workdir = root / name
+  workdir.mkdir(parents=True)
+  (workdir / "config.json").write_text(json.dumps(config))
+  if losses:
+    writer = MetricWriter(str(workdir))
+    for i, (step, loss) in enumerate(zip(STEPS, losses)):
+      scalars = {"eval/loss": loss, "eval/accuracy": 1.0 - loss, "train/loss": loss}
+      if i < len(speeds):
+        scalars["perf/steps_per_sec"] = speeds[i]
+      writer.write_scalars(step, scalars)
+    writer.close()
+  if state is not None:
+    metrics = {"loss": losses[-1]} if state == "completed" else None
+    write_status(str(workdir), state=state, step=STEPS[len(losses) - 1], metrics=metrics)
+  return workdir
+
+
+def config(norm: str, seed: int, cell: str = "gru") -> dict:
+  return {"model": {"name": "rnn", "norm": norm, "cell": cell, "hidden_size": 32},
+          "task": {"name": "kalman", "length": 50}, "train": {"seed": seed, "steps": 300}}
+
+
+@pytest.fixture
+def sweep_dir(tmp_path: Path) -> Path:
+  """The SWEEP above, with sweep.json, plus a moved-aside run to be skipped."""
+  members = []
+  for norm, runs in SWEEP.items():
+    for seed, (losses, state) in enumerate(runs):
+      name = f"norm={norm},seed={seed}"
+      members.append({"name": name, "overrides": {"model.norm": norm, "train.seed": seed}})
+      make_run(tmp_path, name, config(norm, seed), losses, state,
+               speeds=[10.0, 20.0, 30.0] if (norm, seed) == ("none", 0) else [40.0])
+  (tmp_path / "sweep.json").write_text(json.dumps(
+      {"config": "configs/ablations/norm.py", "members": members}))
+  make_run(tmp_path, "replaced-20240101-000000", config("zzz", 0), [9.0], "completed")
+  (tmp_path / "notes").mkdir()  # neither config.json nor status.json
+  return tmp_path
+
+
+def rows_by_group(rows: list[compare.Row]) -> dict[str, compare.Row]:
+  return {r.group: r for r in rows}
+
+
+def test_load_runs_skips_other_dirs_and_tolerates_unstarted(sweep_dir):
+  runs = compare.load_runs(str(sweep_dir))
+  assert len(runs) == 9
+  assert not any(r.name.startswith(("replaced-", "notes")) for r in runs)
+  fresh = next(r for r in runs if r.name == "norm=batch,seed=1")
+  assert fresh.status == {} and fresh.scalars == {} and fresh.state == "running"
+  done = next(r for r in runs if r.name == "norm=none,seed=0")
+  assert done.config["model"]["norm"] == "none" and done.status["state"] == "completed"
+  assert [s for s, _ in done.scalars["eval/loss"]] == list(STEPS)
+
+
+def test_default_groups_from_sweep_json_strip_seed(sweep_dir):
+  runs = compare.load_runs(str(sweep_dir))
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  groups = compare.group_runs(runs, None, sweep)
+  assert sorted(groups) == ["norm=batch", "norm=layer", "norm=none"]
+  assert sorted(r.name for r in groups["norm=layer"]) == [
+      f"norm=layer,seed={i}" for i in range(3)]
+
+
+def test_default_groups_without_sweep_json_use_differing_keys(sweep_dir):
+  runs = compare.load_runs(str(sweep_dir))
+  groups = compare.group_runs(runs, None, None)
+  assert sorted(groups) == ["norm=batch", "norm=layer", "norm=none"]
+  assert all(len(g) == 3 for g in groups.values())
+  # A sweep of seeds only: everything is one group, "base".
+  only_seeds = [r for r in runs if r.name.startswith("norm=none")]
+  assert list(compare.group_runs(only_seeds, None, None)) == ["base"]
+
+
+def test_group_by_config_keys(tmp_path):
+  for i, (norm, cell) in enumerate([("layer", "gru"), ("layer", "lstm"), ("none", "gru")]):
+    make_run(tmp_path, f"run{i}", config(norm, 0, cell), [1.0, 0.5], "completed")
+  runs = compare.load_runs(str(tmp_path))
+  by_norm = compare.group_runs(runs, ["model.norm"], None)
+  assert {k: len(v) for k, v in by_norm.items()} == {"norm=layer": 2, "norm=none": 1}
+  both = compare.group_runs(runs, ["model.norm", "model.cell"], None)
+  assert sorted(both) == ["norm=layer,cell=gru", "norm=layer,cell=lstm", "norm=none,cell=gru"]
+  # Clashing last parts keep their full keys.
+  clash = compare.group_runs(runs, ["model.name", "task.name", "model.norm"], None)
+  assert "model.name=rnn,task.name=kalman,norm=layer" in clash
+  with pytest.raises(ValueError, match="valid model.* keys: model.cell, model.hidden_size"):
+    compare.group_runs(runs, ["model.nrom"], None)
+
+
+def test_ranking_and_statistics_by_hand(sweep_dir):
+  runs = compare.load_runs(str(sweep_dir))
+  groups = compare.group_runs(runs, None, None)
+  rows = compare.summarize(groups, "eval/loss", "min", threshold=0.65)
+  assert [r.group for r in rows] == ["norm=layer", "norm=none", "norm=batch"]
+  by = rows_by_group(rows)
+  # none: finals 0.5, 0.7, 0.6 -> mean 0.6, sample std 0.1; bests 0.4, 0.7, 0.6.
+  mean, std = compare.mean_std(by["norm=none"].finals)
+  assert mean == pytest.approx(0.6, rel=1e-6) and std == pytest.approx(0.1, rel=1e-5)
+  assert compare.mean_std(by["norm=none"].bests)[0] == pytest.approx(1.7 / 3, rel=1e-6)
+  # Threshold 0.65: seed 0 at step 100, seed 2 at 200, seed 1 never.
+  assert by["norm=none"].reach_steps == [100, 200]
+  # layer: the diverged run (0.1 at step 100) gives no final, best or threshold step.
+  layer = by["norm=layer"]
+  assert layer.finals == pytest.approx([0.25, 0.35]) and layer.states["diverged"] == 1
+  assert compare.mean_std(layer.finals) == pytest.approx((0.3, np.std([0.25, 0.35], ddof=1)))
+  assert min(layer.bests) == pytest.approx(0.25)
+  assert layer.reach_steps == [100, 100]  # 2 of 3: not the diverged one, though it got there
+  # batch: a running run's latest value counts; the unstarted one gives nothing.
+  batch = by["norm=batch"]
+  assert batch.finals == pytest.approx([0.9, 1.5]) and batch.states == {"completed": 1,
+                                                                       "running": 2}
+  # steps/s: none's runs average 20, 40 and 40.
+  assert by["norm=none"].steps_per_sec == pytest.approx(100 / 3)
+
+
+def test_best_uses_max_for_accuracy(sweep_dir):
+  runs = compare.load_runs(str(sweep_dir))
+  groups = compare.group_runs(runs, None, None)
+  assert compare.resolve_mode("eval/accuracy", "auto") == "max"
+  assert compare.resolve_mode("eval/bit_acc", "auto") == "max"
+  assert compare.resolve_mode("eval/mse_over_kalman", "auto") == "min"
+  rows = compare.summarize(groups, "eval/accuracy", "max", threshold=0.5)
+  assert [r.group for r in rows] == ["norm=layer", "norm=none", "norm=batch"]
+  none = rows_by_group(rows)["norm=none"]
+  assert none.bests == pytest.approx([0.6, 0.3, 0.4])  # 1 - min loss, not 1 - final loss
+  assert none.reach_steps == [100]  # accuracy >= 0.5 only for seed 0 (0.6 at step 100)
+  # The same series ranked the other way round under min.
+  assert [r.group for r in compare.summarize(groups, "eval/accuracy", "min")][0] == "norm=batch"
+
+
+def test_all_diverged_group_ranks_last(tmp_path):
+  make_run(tmp_path, "a", config("none", 0), [2.0, 5.0], "diverged")
+  make_run(tmp_path, "b", config("layer", 0), [2.0, 3.0], "completed")
+  make_run(tmp_path, "c", config("batch", 0), [2.0, 1.0], "completed")
+  groups = compare.group_runs(compare.load_runs(str(tmp_path)), ["model.norm"], None)
+  rows = compare.summarize(groups, "eval/loss", "min")
+  assert [r.group for r in rows] == ["norm=batch", "norm=layer", "norm=none"]
+  table = compare.markdown_table(rows)
+  assert table.splitlines()[-1].startswith("| norm=none | 1 | – | – | 1 |")
+
+
+def test_markdown_table(sweep_dir):
+  groups = compare.group_runs(compare.load_runs(str(sweep_dir)), None, None)
+  table = compare.markdown_table(compare.summarize(groups, "eval/loss", "min", 0.65), 0.65)
+  lines = table.splitlines()
+  assert lines[0] == ("| group | runs | final | best | steps to 0.65 | diverged | running "
+                      "| steps/s |")
+  assert lines[2] == ("| norm=layer | 3 | 0.3 ± 0.071 (n=2) | 0.3 ± 0.071 (n=2) "
+                      "| 100 (2/3 reached) | 1 | 0 | 40.0 |")
+  assert lines[3].startswith("| norm=none | 3 | 0.6 ± 0.1 | 0.5667 ± 0.15 | 150 (2/3 reached) |")
+  no_threshold = compare.markdown_table(compare.summarize(groups, "eval/loss", "min"))
+  assert "steps to" not in no_threshold and "reached" not in no_threshold
+
+
+def test_report_writes_markdown_and_png(sweep_dir, tmp_path_factory):
+  out = tmp_path_factory.mktemp("out")
+  text = compare.report(str(sweep_dir), "eval/loss", threshold=0.65, out=str(out))
+  md = (out / "compare.md").read_text()
+  assert md == text and "| norm=layer | 3 |" in md
+  assert "metric: eval/loss, mode: min, date: " in md.splitlines()[-1]
+  png = (out / "compare.png").read_bytes()
+  assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+  from PIL import Image
+  image = np.asarray(Image.open(out / "compare.png").convert("L"))
+  assert image.shape[0] > 100 and image.std() > 5  # not a blank canvas
+  compare.report(str(sweep_dir))  # --out defaults to the sweep directory
+  assert (sweep_dir / "compare.md").exists() and (sweep_dir / "compare.png").exists()
+
+
+def test_plot_curves(sweep_dir, tmp_path_factory):
+  groups = compare.group_runs(compare.load_runs(str(sweep_dir)), None, None)
+  path = tmp_path_factory.mktemp("plot") / "loss.png"
+  ax = compare.plot(groups, "eval/loss", "min", str(path)).axes[0]
+  assert path.read_bytes().startswith(b"\x89PNG")
+  labels = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert labels == ["norm=batch", "norm=layer", "norm=none", "diverged/failed (last point)"]
+  assert ax.get_yscale() == "log"  # 0.1 .. 50, all positive (the NaN is left out)
+  assert "eval/loss" in ax.get_title()
+  # none's mean curve: the mean of its three seeds at each step.
+  none = next(line for line in ax.get_lines() if line.get_label() == "norm=none")
+  assert list(none.get_xdata()) == list(STEPS)
+  assert none.get_ydata() == pytest.approx([2.0, 2.3 / 3, 1.85 / 3, 0.6], rel=1e-6)
+  # The diverged run: a thin line, then an 'x' at its last finite point (step 200, 50.0).
+  marks = [line for line in ax.get_lines() if line.get_marker() == "x" and len(line.get_xdata())]
+  assert [(m.get_xdata()[0], m.get_ydata()[0]) for m in marks] == [(200, 50.0)]
+  # batch's runs share steps 0 and 100 only (one is still running).
+  batch = next(line for line in ax.get_lines() if line.get_label() == "norm=batch")
+  assert list(batch.get_xdata()) == [0, 100] and batch.get_ydata()[1] == pytest.approx(1.35)
+  accuracy = compare.plot(groups, "eval/accuracy", "max", str(path)).axes[0]
+  assert accuracy.get_yscale() == "linear"  # accuracies go negative here
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "rnn_research.compare", *args], cwd=ROOT,
+                        env=dict(os.environ), capture_output=True, text=True, timeout=120)
+
+
+def test_cli_prints_table(sweep_dir):
+  proc = run_cli(str(sweep_dir), "--metric=eval/accuracy", "--group_by=model.norm")
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.splitlines()
+  assert lines[2].startswith("| norm=layer | 3 | 0.7 ± 0.071 (n=2) |")
+  assert "mode: max" in proc.stdout and (sweep_dir / "compare.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{missing}"], "bad input: no directory"),
+    (["{empty}"], "bad input: no run directories"),
+    (["{sweep}", "--metric=eval/nope"], "eval/accuracy, eval/loss, perf/steps_per_sec"),
+    (["{sweep}", "--group_by=model.nrom"], "valid model.* keys: model.cell,"),
+    (["{sweep}", "--mode=median"], "bad input: "),
+    ([], "bad input: give one sweep directory"),
+])
+def test_cli_bad_input_exits_2(sweep_dir, tmp_path_factory, args, message):
+  empty = tmp_path_factory.mktemp("empty")
+  (empty / "not_a_run").mkdir()
+  paths = {"missing": str(empty / "absent"), "empty": str(empty), "sweep": str(sweep_dir)}
+  proc = run_cli(*(a.format(**paths) for a in args))
+  assert proc.returncode == 2
+  assert message in proc.stderr
+  assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("bad input:")
+  assert not (sweep_dir / "compare.md").exists()
+
+
+def test_import_leaves_jax_out():
+  code = ("import sys, rnn_research.compare; "
+          "bad = [m for m in ('jax', 'flax', 'optax', 'orbax', 'rnn_research.train') "
+          "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
