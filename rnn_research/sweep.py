@@ -78,6 +78,12 @@ def _checkpoint_step(member_dir: str) -> int:
     return 0
 
 
+def _seed_template(swp: sweep_spec.Sweep, i: int) -> str:
+  """Member i's name with its seed as `{seed}` (what `main --seeds` fills in)."""
+  return sweep_spec.member_names([{**swp.members[i], "train.seed": "{seed}"}]
+                                 + swp.members)[0]
+
+
 def plan(swp: sweep_spec.Sweep, workdir: str, indices: list[int], vmap_seeds: bool
          ) -> tuple[list[Job], list[str]]:
   """(jobs to run, names skipped because their outcome is on disk)."""
@@ -92,26 +98,23 @@ def plan(swp: sweep_spec.Sweep, workdir: str, indices: list[int], vmap_seeds: bo
       todo.append(i)
   groups: dict[Any, list[int]] = {}
   for i in todo:
-    rest = {k: v for k, v in swp.members[i].items() if k != "train.seed"}
-    key = (json.dumps(rest, sort_keys=True),
-           _checkpoint_step(os.path.join(workdir, swp.names[i])))
-    groups.setdefault(key if vmap_seeds else i, []).append(i)
+    key: Any = i
+    if vmap_seeds and "train.seed" in swp.members[i]:
+      rest = {k: v for k, v in swp.members[i].items() if k != "train.seed"}
+      key = (json.dumps(rest, sort_keys=True), _seed_template(swp, i),
+             _checkpoint_step(os.path.join(workdir, swp.names[i])))
+    groups.setdefault(key, []).append(i)
   jobs = []
   for members in groups.values():
+    first = members[0]
     if len(members) == 1:
-      i = members[0]
-      jobs.append(Job([swp.names[i]], member_argv(swp, swp.members[i],
-                                                  os.path.join(workdir, swp.names[i]))))
+      jobs.append(Job([swp.names[first]], member_argv(swp, swp.members[first],
+                                                      os.path.join(workdir, swp.names[first]))))
       continue
-    seeds = [swp.base.train.seed if "train.seed" not in swp.members[i]
-             else swp.members[i]["train.seed"] for i in members]
-    first = dict(swp.members[members[0]])
-    first["train.seed"] = "{seed}"
-    template = sweep_spec.member_names([first] + swp.members)[0]
-    rest = {k: v for k, v in first.items() if k != "train.seed"}
-    argv = member_argv(swp, rest, os.path.join(workdir, template))
-    jobs.append(Job([swp.names[i] for i in members],
-                    argv + [f"--seeds={','.join(str(s) for s in seeds)}"]))
+    rest = {k: v for k, v in swp.members[first].items() if k != "train.seed"}
+    seeds = ",".join(str(swp.members[i]["train.seed"]) for i in members)
+    argv = member_argv(swp, rest, os.path.join(workdir, _seed_template(swp, first)))
+    jobs.append(Job([swp.names[i] for i in members], argv + [f"--seeds={seeds}"]))
   return jobs, skipped
 
 
@@ -194,14 +197,15 @@ def run_ray(jobs: list[Job], workdir: str, address: str | None, cores: int,
   os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
 
   @ray.remote(num_cpus=cores)
-  def run(argv: list[str], log_path: str, env: dict[str, str]) -> tuple[int, float]:
+  def run(argv: list[str], log_path: str, env: dict[str, str], cwd: str) -> tuple[int, float]:
     started = time.time()
     with open(log_path, "ab") as log:
-      rc = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+      rc = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     return rc, time.time() - started
 
-  refs = {run.remote(job.argv, os.path.join(workdir, "logs", f"{job.names[0]}.log"),
-                     child_env(cores)): job for job in jobs}
+  refs = {run.remote(job.argv, os.path.abspath(os.path.join(workdir, "logs",
+                                                            f"{job.names[0]}.log")),
+                     child_env(cores), os.getcwd()): job for job in jobs}
   while refs:
     ready, _ = ray.wait(list(refs), num_returns=1)
     job = refs.pop(ready[0])

@@ -107,6 +107,8 @@ def init_state(config: ml_collections.ConfigDict):
   cfg = config.train
   _check_train(cfg)
   tx = optim.optimizer(cfg)
+  if cfg.data_parallel:
+    data_parallel.batch_mesh(cfg.batch_size)  # the batch must split over the devices
   task = TASKS.get(config.task.name)(config.task, cfg.batch_size, cfg.seed)
   model = build(config.model, task.in_features, task.out_features, nnx.Rngs(cfg.seed))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -250,15 +252,19 @@ def _loop(runs: list[_Run], graphdef, tx, states) -> None:
     state = data_parallel.replicate(mesh, state)
   live = list(runs)
   with _sigterm_flag() as sigterm:
-    tick = time.time()
+    tick, timed = time.time(), 0  # steps/s leaves out the first step, which compiles
     for step in range(start, cfg.steps):
       batch = _stack([run.task.train_batch(step) for run in runs])
       if mesh is not None:
         batch = data_parallel.shard_batch(mesh, batch, axis=int(group))
       state, out = train_step(state, batch)
       out = jax.device_get(out)  # one transfer a step
-      done = step + 1
-      for k, run in enumerate(list(live)):
+      done, timed = step + 1, timed + 1
+      if step == start and done % cfg.log_every:
+        tick, timed = time.time(), 0
+      for k, run in enumerate(runs):  # k indexes the vmapped outputs
+        if run not in live:
+          continue
         values = {key: float(v[k] if group else v) for key, v in out.items()}
         if all(math.isfinite(v) for v in values.values()):
           run.window.append(values)
@@ -280,7 +286,7 @@ def _loop(runs: list[_Run], graphdef, tx, states) -> None:
           continue
         mine = _member(host, k, group)
         if log:
-          rate = rate or len(run.window) / max(time.time() - tick, 1e-9)
+          rate = rate or timed / max(time.time() - tick, 1e-9)
           _log(run, done, mine, rate, lr(step), group)
         if diag and run.writer:
           norms = np.asarray(flow(mine["params"], mine["rest"], flow_batch))
@@ -298,7 +304,7 @@ def _loop(runs: list[_Run], graphdef, tx, states) -> None:
           run.ckpt.save(done, mine)
           run.status(step=done)
       if log:
-        tick = time.time()
+        tick, timed = time.time(), 0
       if sigterm["stop"]:
         for run in live:
           run.status(state="preempted", step=done)

@@ -358,3 +358,44 @@ def test_sample_refuses_non_charlm_run(tiny_run):
   assert proc.returncode != 0
   assert "charlm" in proc.stderr and "kalman" in proc.stderr
   assert not proc.stdout.strip()
+
+
+# ---------------------------------------------------------------------------------- --seeds
+
+
+def seeds_cli(workdir: str, seeds: str) -> subprocess.CompletedProcess:
+  return subprocess.run(_args("kalman", tiny("kalman")) + [f"--workdir={workdir}",
+                                                           f"--seeds={seeds}"],
+                        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def test_seeds_train_one_run_dir_per_seed(tmp_path):
+  checked(seeds_cli(f"{tmp_path}/seed={{seed}}", "0,1"))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["seed=0", "seed=1"]
+  losses = []
+  for seed in (0, 1):
+    workdir = tmp_path / f"seed={seed}"
+    status = read_status(str(workdir))
+    assert status["state"] == "completed" and status["step"] == 3, status
+    assert all(math.isfinite(v) for v in status["metrics"].values())
+    losses.append(status["metrics"]["loss"])
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["train"]["seed"] == seed and config["train"]["steps"] == 3
+    assert steps_on_disk(workdir) == [2, 3]
+    scalars = read_scalars(str(workdir))
+    assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3]
+    assert scalars["eval/loss"][-1][1] == pytest.approx(status["metrics"]["loss"], rel=1e-6)
+  assert losses[0] != losses[1]
+
+
+@pytest.mark.parametrize("workdir,seeds,message", [
+    ("run", "0,1", "--seeds needs {seed} in --workdir"),
+    ("seed={seed}", "0,x", "--seeds must be integers, got '0,x'"),
+    ("seed={seed}", "1.5", "--seeds must be integers, got '1.5'"),
+])
+def test_bad_seeds_exit_2_with_one_line(tmp_path, workdir, seeds, message):
+  proc = checked(seeds_cli(f"{tmp_path}/{workdir}", seeds), 2)
+  lines = [line for line in proc.stderr.splitlines() if "bad input" in line]
+  assert len(lines) == 1 and message in lines[0], proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr
+  assert not any(tmp_path.iterdir())

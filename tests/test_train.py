@@ -2,6 +2,8 @@
 gradient diagnostics (lecture section 2: dying vs exploding gradients)."""
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,8 @@ import pytest
 
 from configs import default
 from rnn_research import diagnostics, optim, train
+from rnn_research.metric_writer import read_scalars
+from rnn_research.status import read_status
 
 
 def tiny_kalman(seed: int = 0, steps: int = 6):
@@ -172,3 +176,134 @@ def test_spectral_norm_of_orthogonal_init_is_recurrent_scale(scale):
   assert set(norms) == {"weights/spectral_norm_layer_0", "weights/spectral_norm_layer_1"}
   for value in norms.values():
     assert value == pytest.approx(scale, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- train_seeds
+
+
+def seed_config(seed: int, steps: int = 6, **train_changes):
+  """tiny_kalman logging every step, evaluating, saving and measuring every 2 steps (so only
+  train.steps and train.seed depend on the arguments)."""
+  config = tiny_kalman(seed=seed, steps=steps)
+  t = config.train
+  t.log_every, t.eval_every, t.checkpoint_every, t.diagnostics_every = 1, 2, 2, 2
+  t.update(train_changes)
+  return config
+
+
+def exploding(seed: int):
+  """A ReLU RNN at learning rate 100 (no clipping): measured, seeds 0, 1, 2 diverge at step
+  2 while seed 3 stays finite to the end (its loss is huge but finite)."""
+  config = seed_config(seed, schedule="constant", clip="none", learning_rate=100.0)
+  m = config.model
+  m.cell, m.activation, m.recurrent_init, m.recurrent_scale = "rnn", "relu", "identity", 2.0
+  return config
+
+
+def curves(workdir) -> dict[str, list[tuple[int, float]]]:
+  return read_scalars(str(workdir))
+
+
+def assert_same_run(got_dir, want_dir, rtol: float = 1e-5) -> None:
+  got, want = curves(got_dir), curves(want_dir)
+  for tag in ("train/loss", "eval/loss"):
+    assert [s for s, _ in got[tag]] == [s for s, _ in want[tag]], tag
+    np.testing.assert_allclose([v for _, v in got[tag]], [v for _, v in want[tag]], rtol=rtol)
+  a, b = read_status(str(got_dir)), read_status(str(want_dir))
+  assert a["state"] == b["state"] and a["step"] == b["step"]
+  assert a["metrics"].keys() == b["metrics"].keys()
+  for key, value in b["metrics"].items():
+    assert a["metrics"][key] == pytest.approx(value, rel=rtol), key
+
+
+def test_train_seeds_equals_separate_runs(tmp_path):
+  seeds = (0, 1, 2)
+  alone = [train.train_and_evaluate(seed_config(s), str(tmp_path / f"alone{s}")) for s in seeds]
+  dirs = [tmp_path / f"group{s}" for s in seeds]
+  together = train.train_seeds([seed_config(s) for s in seeds], [str(d) for d in dirs])
+  assert len(together) == 3
+  for s, metrics, want, workdir in zip(seeds, together, alone, dirs):
+    assert metrics.keys() == want.keys()
+    for key in want:
+      assert metrics[key] == pytest.approx(want[key], rel=1e-5), (s, key)
+    assert_same_run(workdir, tmp_path / f"alone{s}")
+    assert [s_ for s_, _ in curves(workdir)["train/loss"]] == [1, 2, 3, 4, 5, 6]
+    # each run has its own files, of its own seed
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["train"]["seed"] == s
+    assert list(workdir.glob("events.out.tfevents.*"))
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
+                  if p.name.isdigit()) == [2, 4, 6]
+    assert read_status(str(workdir))["metrics"] == metrics
+  assert len({m["loss"] for m in together}) == 3  # the seeds really differ
+
+
+@pytest.mark.parametrize("configs,workdirs,match", [
+    (lambda: [seed_config(0), seed_config(1, steps=8)], ["a", "b"], r"seed only.*train\.steps"),
+    (lambda: [seed_config(0), _changed(seed_config(1), hidden_size=8)], ["a", "b"],
+     r"seed only.*model\.hidden_size: 4 -> 8"),
+    (lambda: [seed_config(2), seed_config(2)], ["a", "b"], r"distinct train\.seeds.*\[2, 2\]"),
+    (lambda: [seed_config(0), seed_config(1)], ["a", "x/../a"], "distinct workdirs"),
+    (lambda: [seed_config(0), seed_config(1)], ["a"], "one workdir per config.*2 configs and 1"),
+    (lambda: [], [], "one workdir per config"),
+])
+def test_seed_group_errors_before_writing(tmp_path, configs, workdirs, match):
+  dirs = [str(tmp_path / w) for w in workdirs]
+  with pytest.raises(ValueError, match=match):
+    train.train_seeds(configs(), dirs)
+  assert not any(tmp_path.iterdir())
+
+
+def _changed(config, **model):
+  config.model.update(model)
+  return config
+
+
+def test_one_seed_diverging_leaves_the_others_running(tmp_path):
+  # Seed 3 first: see test_a_diverged_seed_does_not_shift_the_others for the other order.
+  alone = tmp_path / "alone3"
+  train.train_and_evaluate(exploding(3), str(alone))
+  dirs = [tmp_path / "seed3", tmp_path / "seed0"]
+  with pytest.raises(train.Diverged, match="seed0 diverged at step 2") as err:
+    train.train_seeds([exploding(3), exploding(0)], [str(d) for d in dirs])
+  assert "seed3" not in str(err.value)
+  diverged = read_status(str(dirs[1]))
+  assert diverged["state"] == "diverged" and diverged["step"] == 2
+  assert "diverged at step 2" in diverged["message"]
+  assert read_status(str(dirs[0]))["state"] == "completed"
+  assert_same_run(dirs[0], alone, rtol=1e-4)
+
+
+def test_a_diverged_seed_does_not_shift_the_others(tmp_path):
+  alone = tmp_path / "alone3"
+  train.train_and_evaluate(exploding(3), str(alone))
+  dirs = [tmp_path / "seed0", tmp_path / "seed3"]
+  with pytest.raises(train.Diverged):
+    train.train_seeds([exploding(0), exploding(3)], [str(d) for d in dirs])
+  assert read_status(str(dirs[0]))["state"] == "diverged"
+  assert read_status(str(dirs[1]))["state"] == "completed", read_status(str(dirs[1]))
+  assert_same_run(dirs[1], alone, rtol=1e-4)
+
+
+def test_group_resumes_from_checkpoints_at_one_step(tmp_path):
+  # constant learning rate: a run extended from 4 to 6 steps is the run of 6 steps
+  configs = lambda steps: [seed_config(s, steps=steps, schedule="constant") for s in (0, 1)]
+  straight = [tmp_path / f"straight{s}" for s in (0, 1)]
+  train.train_seeds(configs(6), [str(d) for d in straight])
+  dirs = [tmp_path / f"resumed{s}" for s in (0, 1)]
+  train.train_seeds(configs(4), [str(d) for d in dirs])
+  assert [read_status(str(d))["step"] for d in dirs] == [4, 4]
+  train.train_seeds(configs(6), [str(d) for d in dirs])
+  for got, want in zip(dirs, straight):
+    assert_same_run(got, want, rtol=1e-6)
+    assert len(list(got.glob("events.out.tfevents.*"))) == 2  # two runs wrote events
+
+
+def test_group_at_different_checkpoint_steps_is_refused(tmp_path):
+  first = tmp_path / "seed0"
+  train.train_and_evaluate(seed_config(0, steps=2), str(first))
+  dirs = [str(first), str(tmp_path / "seed1")]
+  with pytest.raises(ValueError, match=r"checkpoints are at steps \[0, 2\]"):
+    train.train_seeds([seed_config(0), seed_config(1)], dirs)
+  assert sorted(p.name for p in (first / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
+  assert read_status(str(first))["step"] == 2
