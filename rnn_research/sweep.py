@@ -225,7 +225,8 @@ def run_sweep(config_arg: str, workdir: str, *, parallel: int = 1, dry_run: bool
               only: str | None = None, seeds_mode: str = "auto", backend: str = "local",
               ray_address: str | None = None, out: Callable[[str], None] = print
               ) -> dict[str, int]:
-  """Checks and runs a sweep; returns the count of members per outcome."""
+  """Checks and runs a sweep; returns the count of members per outcome, and of those skipped
+  because they were done before (counted in their outcome too)."""
   from rnn_research import train  # the check builds each member's model and task
 
   if parallel < 1:
@@ -281,6 +282,7 @@ def run_sweep(config_arg: str, workdir: str, *, parallel: int = 1, dry_run: bool
       f"{counts['failed']} failed"
       + (f", {counts['preempted']} preempted" if counts["preempted"] else "")
       + f" ({len(skipped)} skipped as done) in {time.time() - started:.0f} s")
+  counts["skipped"] = len(skipped)
   return counts
 
 

@@ -482,7 +482,7 @@ def test_vmapped_seeds_run_as_one_job_with_the_same_metrics(tiny_sweep, tmp_path
   lines.clear()
   counts = sweep.run_sweep(path, str(vmapped), seeds_mode="vmap", only="^recurrent_scale=1,",
                            out=lines.append)
-  assert counts == {"completed": 2, "diverged": 0, "failed": 0, "preempted": 0}, lines
+  assert counts == {"completed": 2, "diverged": 0, "failed": 0, "preempted": 0, "skipped": 0}, lines
   assert [p.name for p in (vmapped / "logs").iterdir()] == [f"{GOOD[0]}.log"]  # one job
   for name in GOOD:
     got, want = read_status(str(vmapped / name)), read_status(str(workdir / name))
@@ -510,7 +510,7 @@ def test_ray_backend_runs_the_sweep(tiny_sweep, tmp_path, monkeypatch):
                              out=lines.append)
   finally:
     ray.shutdown()
-  assert counts == {"completed": 2, "diverged": 0, "failed": 0, "preempted": 0}, lines
+  assert counts == {"completed": 2, "diverged": 0, "failed": 0, "preempted": 0, "skipped": 0}, lines
   for name in GOOD:
     status = read_status(str(tmp_path / "ray_runs" / name))
     assert status["state"] == "completed" and status["step"] == 4

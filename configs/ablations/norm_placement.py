@@ -12,7 +12,10 @@ problem (T = 150, loss at the last step) with gradient clipping OFF, the RNN who
 explode without help (configs/ablations/clipping.py is the same RNN fixed by clipping instead).
 Three layers, so that between-layer and across-layer (`vertical`) placements have something to
 act on. Members: `model.norm` in {none, layer, mini_layer, mini_vertical, vertical, batch}
-× 3 seeds (18 runs). `norm_layers='all'`.
+× 3 seeds, plus `layer` evaluated with each sequence's own statistics
+(`eval_norm_stats='sequence'`, not streamable: the gap to `layer` is what streaming with
+training statistics costs) and `none`/`mini_layer`/`mini_vertical` at width 2 (where a per-step
+norm leaves only the order of the two features); 30 runs. `norm_layers='all'`.
 
 Supports the claim: members with a norm diverge less often (`status.json` state `diverged`)
 and spike less (`grad/global_norm`) than `none`, and learn more (`eval/mse_over_chance` below
@@ -57,4 +60,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def get_sweep() -> list[dict]:
-  return product(sweep("model.norm", NORMS), seeds(3))
+  placements = sweep("model.norm", NORMS)
+  # `layer` evaluated with each sequence's own statistics: not streamable, the upper bound
+  # that the running statistics of a streaming eval are measured against.
+  whole_sequence = [{"model.norm": "layer", "model.eval_norm_stats": "sequence"}]
+  # Width 2: a per-step norm over 2 features leaves only their order (each vector becomes
+  # ±1 before gain and bias), where mini norms "lose meaning".
+  tiny = product(sweep("model.norm", ["none", "mini_layer", "mini_vertical"]),
+                 sweep("model.hidden_size", [2]))
+  return product(placements + whole_sequence + tiny, seeds(3))

@@ -1,0 +1,316 @@
+"""`rnn_research.report`: render's placeholders, run_sections' sweeps and times, and the CLI.
+
+Every sweep here is synthesized (real event files via MetricWriter, config.json, status.json,
+sweep.json) and `run_sweep` is replaced by a recorder: nothing is trained.
+
+report's flags (--workdir, --parallel, --only) share names with those of rnn_research.sweep
+and rnn_research.main, so importing it into absl's global FLAGS would make test_sweep.py's
+import fail in the same pytest process (see test_report_and_sweep_share_a_process). The
+`report` fixture therefore loads it with a FlagValues of its own; the CLI tests run it as
+`python -m`, as users do.
+"""
+from __future__ import annotations
+
+import datetime
+import functools
+import importlib
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from absl import flags
+
+from rnn_research.metric_writer import MetricWriter
+from rnn_research.status import write_status
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def report():
+  """rnn_research.report, its flags defined in a private FlagValues (module.FLAGS)."""
+  private, shared = flags.FlagValues(), set(flags.FLAGS)
+  with pytest.MonkeyPatch.context() as mp:
+    for name in ("DEFINE_string", "DEFINE_integer", "DEFINE_bool", "mark_flags_as_required"):
+      mp.setattr(flags, name, functools.partial(getattr(flags, name), flag_values=private))
+    mp.setattr(flags, "FLAGS", private)
+    sys.modules.pop("rnn_research.report", None)
+    module = importlib.import_module("rnn_research.report")
+  assert module.FLAGS is private and "workdir" in private
+  assert not set(private) & (set(flags.FLAGS) - shared)  # (absl.app adds flags of its own)
+  return module
+
+
+def make_sweep(root: Path, metric: str, finals: dict[str, list[float]],
+               key: str = "model.norm", start: float = 2.0) -> Path:
+  """A finished sweep in `root`: per value of `key`, one completed run per final value, whose
+  `metric` is `start` at step 0 and the final value at step 100."""
+  section, field = key.split(".")
+  members = []
+  for value, per_seed in finals.items():
+    for seed, final in enumerate(per_seed):
+      name = f"{field}={value},seed={seed}"
+      members.append({"name": name, "overrides": {key: value, "train.seed": seed}})
+      config = {"model": {"name": "rnn", "norm": "none", "cell": "gru"},
+                "task": {"name": "kalman"}, "train": {"seed": seed, "steps": 100}}
+      config[section][field] = value
+      run = root / name
+      run.mkdir(parents=True)
+      (run / "config.json").write_text(json.dumps(config))
+      writer = MetricWriter(str(run))
+      writer.write_scalars(0, {metric: start})
+      writer.write_scalars(100, {metric: final})
+      writer.close()
+      write_status(str(run), state="completed", step=100, metrics={metric: final})
+  (root / "sweep.json").write_text(json.dumps({"config": "x.py", "members": members}))
+  return root
+
+
+TEMPLATE = """# Report
+Made by `{{command}}` at {{commit}} on {{date}}; the sweeps trained for {{total_wall}}.
+
+## a ({{wall:a}})
+{{table:a}}
+
+{{figure:a}}
+
+## b ({{wall:b}})
+{{table:b}}
+
+{{figure:b}}
+"""
+# a: eval/loss (min), grouped by sweep.json's overrides; none is better than layer, though
+# layer sorts (and loads) first. b: eval/accuracy (max), grouped by model.cell, threshold 0.8.
+TABLE_A = """| group | runs | final | best | diverged | steps/s |
+|---|---|---|---|---|---|
+| norm=none | 2 | 0.4 ± 0.14 | 0.4 ± 0.14 | 0 | – |
+| norm=layer | 2 | 0.8 ± 0.14 | 0.8 ± 0.14 | 0 | – |"""
+TABLE_B = """| group | runs | final | best | steps to 0.8 | diverged | steps/s |
+|---|---|---|---|---|---|---|
+| cell=lstm | 2 | 0.925 ± 0.035 | 0.925 ± 0.035 | 100 (2/2 reached) | 0 | – |
+| cell=gru | 2 | 0.8 ± 0.071 | 0.8 ± 0.071 | 100 (1/2 reached) | 0 | – |"""
+
+
+@pytest.fixture
+def two_sections(report, tmp_path):
+  """(workdir, docs, sections) for sections a and b, with TEMPLATE in docs."""
+  workdir, docs = tmp_path / "runs", tmp_path / "docs"
+  make_sweep(workdir / "a", "eval/loss", {"layer": [0.9, 0.7], "none": [0.3, 0.5]})
+  make_sweep(workdir / "b", "eval/accuracy", {"gru": [0.85, 0.75], "lstm": [0.95, 0.9]},
+             key="model.cell", start=0.5)
+  docs.mkdir()
+  (docs / "REPORT.template.md").write_text(TEMPLATE, encoding="utf-8")
+  sections = [report.Section("a", "x.py", "eval/loss"),
+              report.Section("b", "y.py:arg", "eval/accuracy", group_by=("model.cell",),
+                             threshold=0.8)]
+  return workdir, docs, sections
+
+
+def git(*args: str) -> str:
+  return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                        check=True).stdout.strip()
+
+
+def test_render_fills_every_placeholder(report, two_sections, monkeypatch):
+  workdir, docs, sections = two_sections
+  (workdir / report.TIMES).write_text(json.dumps({"a": 120.0}))
+  monkeypatch.chdir(ROOT)  # _commit asks git in the current directory
+  text = report.render(str(workdir), str(docs), sections, "python -m rnn_research.report X")
+  commit = git("rev-parse", "--short", "HEAD")
+  if git("status", "--porcelain", "--untracked-files=no"):
+    commit += " (with uncommitted changes)"
+  assert "{{" not in text and "}}" not in text
+  assert text == f"""# Report
+Made by `python -m rnn_research.report X` at {commit} on {datetime.date.today().isoformat()}; \
+the sweeps trained for 2 minutes.
+
+## a (2.0 min)
+{TABLE_A}
+
+![a](report/a/compare.png)
+
+## b (not timed)
+{TABLE_B}
+
+![b](report/b/compare.png)
+"""
+  for key in ("a", "b"):  # the figure links resolve from docs/, and compare's files are there
+    assert (docs / "report" / key / "compare.png").read_bytes().startswith(b"\x89PNG")
+    assert (docs / "report" / key / "compare.md").read_text(encoding="utf-8").startswith(
+        TABLE_A if key == "a" else TABLE_B)
+    assert not (workdir / key / "compare.md").exists()  # nothing written into the sweeps
+
+  (workdir / report.TIMES).write_text(json.dumps({"a": 120.0, "b": 366.0}))
+  text = report.render(str(workdir), str(docs), sections, "cmd")
+  assert "trained for 8 minutes." in text  # (120 + 366) / 60 = 8.1
+  assert "## a (2.0 min)" in text and "## b (6.1 min)" in text
+
+
+def test_render_without_times_file(report, two_sections):
+  workdir, docs, sections = two_sections
+  text = report.render(str(workdir), str(docs), sections, "cmd")
+  assert "trained for 0 minutes." in text
+  assert "## a (not timed)" in text and "## b (not timed)" in text
+
+
+def test_render_names_unfilled_placeholders(report, two_sections):
+  workdir, docs, sections = two_sections
+  (docs / "REPORT.template.md").write_text(TEMPLATE + "{{table:c}} by {{author}}\n")
+  with pytest.raises(ValueError, match=r"nobody fills: \['author', 'table:c'\]"):
+    report.render(str(workdir), str(docs), sections, "cmd")
+  # A section left out of `sections` is unfilled too.
+  (docs / "REPORT.template.md").write_text(TEMPLATE)
+  with pytest.raises(ValueError, match=r"\['figure:b', 'table:b', 'wall:b'\]"):
+    report.render(str(workdir), str(docs), sections[:1], "cmd")
+
+
+def counts(completed=0, diverged=0, failed=0, preempted=0, skipped=0) -> dict[str, int]:
+  """What run_sweep returns: members per outcome, and how many of them were done before."""
+  return {"completed": completed, "diverged": diverged, "failed": failed,
+          "preempted": preempted, "skipped": skipped}
+
+
+@pytest.fixture
+def fake_sweep(report, monkeypatch):
+  """Replaces the sweep process with one that records its calls and, per call, takes the next
+  (seconds on report's clock, counts) from `results`; returns (calls, results)."""
+  calls: list[tuple[str, str, int]] = []
+  results: list[tuple[float, dict[str, int]]] = []
+  clock = [1000.0]
+
+  def run_sweep_process(config_arg: str, workdir: str, parallel: int) -> tuple[int, str]:
+    calls.append((config_arg, workdir, parallel))
+    seconds, c = results.pop(0)
+    clock[0] += seconds
+    summary = (f"sweep {workdir}: {c['completed']} completed, {c['diverged']} diverged, "
+               f"{c['failed']} failed ({c['skipped']} skipped as done) in {seconds:.0f} s\n")
+    return (1 if c["failed"] else 0), summary
+
+  monkeypatch.setattr(report, "run_sweep_process", run_sweep_process)
+  monkeypatch.setattr(report, "time", types.SimpleNamespace(time=lambda: clock[0]))
+  return calls, results
+
+
+def test_run_sections_times_only_what_trained(report, fake_sweep, tmp_path):
+  calls, results = fake_sweep
+  sections = [report.Section("a", "x.py", "eval/loss"),
+              report.Section("b", "y.py:arg", "eval/loss")]
+  times = tmp_path / report.TIMES
+  times.write_text(json.dumps({"other": 7.0}))
+  results += [(30.0, counts(completed=2)), (5.0, counts(completed=2, skipped=2))]
+  report.run_sections(str(tmp_path), sections, 3)
+  assert calls == [("x.py", str(tmp_path / "a"), 3), ("y.py:arg", str(tmp_path / "b"), 3)]
+  assert json.loads(times.read_text()) == {"other": 7.0, "a": 30.0}  # b was all done before
+  # A rerun adds to what was there: a resumed one member, b got a new (diverged) one.
+  results += [(45.0, counts(completed=2, skipped=1)), (10.0, counts(completed=2, diverged=1,
+                                                                  skipped=2))]
+  report.run_sections(str(tmp_path), sections, 1)
+  assert calls[2:] == [("x.py", str(tmp_path / "a"), 1), ("y.py:arg", str(tmp_path / "b"), 1)]
+  assert json.loads(times.read_text()) == pytest.approx({"other": 7.0, "a": 75.0, "b": 10.0})
+  # Everything done: nothing is timed, and no times file appears where none was.
+  results += [(99.0, counts(completed=2, skipped=2))]
+  report.run_sections(str(tmp_path / "fresh"), sections[:1], 2)
+  assert calls[-1] == ("x.py", str(tmp_path / "fresh" / "a"), 2)
+  assert not (tmp_path / "fresh" / report.TIMES).exists()
+
+
+def test_run_sections_stops_at_failed_members(report, fake_sweep, tmp_path):
+  calls, results = fake_sweep
+  sections = [report.Section("first", "x.py", "eval/loss"),
+              report.Section("second", "y.py", "eval/loss")]
+  results += [(30.0, counts(completed=1, failed=2)), (1.0, counts(completed=1))]
+  with pytest.raises(RuntimeError, match=r"^first: the sweep exited with code 1 \(sweep .*2 "
+                     r"failed .*\); see .*first/logs/"):
+    report.run_sections(str(tmp_path), sections, 2)
+  assert [c[0] for c in calls] == ["x.py"]  # the second sweep never started
+
+
+def parse_and_run_main(report, *args: str) -> None:
+  report.FLAGS(["report", *args])
+  try:
+    report.main(["report"])
+  finally:
+    report.FLAGS.unparse_flags()
+
+
+def test_main_runs_only_matching_sections_but_reports_all(report, two_sections, monkeypatch):
+  workdir, docs, sections = two_sections
+  monkeypatch.setattr(report, "SECTIONS", tuple(sections))
+  ran = []
+  monkeypatch.setattr(report, "run_sections", lambda *args: ran.append(args))
+  parse_and_run_main(report, f"--workdir={workdir}", f"--docs={docs}", "--only=^b$",
+                     "--parallel=3")
+  assert ran == [(str(workdir), [sections[1]], 3)]
+  text = (docs / "REPORT.md").read_text(encoding="utf-8")
+  assert TABLE_A in text and TABLE_B in text and "{{" not in text
+  assert f"`python -m rnn_research.report --workdir={workdir} --parallel=3`" in text
+  (docs / "REPORT.md").unlink()
+  parse_and_run_main(report, f"--workdir={workdir}", f"--docs={docs}", "--no_run")
+  assert len(ran) == 1 and TABLE_B in (docs / "REPORT.md").read_text(encoding="utf-8")
+
+
+def run_cli(*args: str, module: str = "rnn_research.report") -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=dict(os.environ),
+                        capture_output=True, text=True, timeout=120)
+
+
+def test_cli_only_matching_nothing_exits_2(report, tmp_path):
+  proc = run_cli(f"--workdir={tmp_path}", f"--docs={tmp_path}", "--no_run", "--only=nomatch")
+  assert proc.returncode == 2
+  keys = [s.key for s in report.SECTIONS]
+  assert proc.stderr == (f"bad input: --only='nomatch' matches no section; sections: "
+                         f"{', '.join(keys)}\n")
+  assert not (tmp_path / "REPORT.md").exists()
+
+
+def test_cli_no_run_rebuilds_report_from_disk(report, tmp_path):
+  workdir, docs = tmp_path / "runs", tmp_path / "docs"
+  lines = ["{{command}} {{commit}} {{date}} {{total_wall}}"]
+  for s in report.SECTIONS:
+    make_sweep(workdir / s.key, s.metric, {"none": [0.5], "layer": [0.04]})
+    lines += [f"## {s.key} {{{{wall:{s.key}}}}}", f"{{{{table:{s.key}}}}}",
+              f"{{{{figure:{s.key}}}}}"]
+  docs.mkdir()
+  (docs / "REPORT.template.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+  (workdir / report.TIMES).write_text(json.dumps({"skips": 90.0}))
+  before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+  proc = run_cli(f"--workdir={workdir}", f"--docs={docs}", "--no_run")
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout == f"wrote {docs / 'REPORT.md'}\n"
+  text = (docs / "REPORT.md").read_text(encoding="utf-8")
+  assert "{{" not in text
+  assert text.startswith(f"python -m rnn_research.report --workdir={workdir} --parallel=2 ")
+  assert "## skips 1.5 min\n" in text and "## activations not timed\n" in text
+  for s in report.SECTIONS:
+    assert f"![{s.key}](report/{s.key}/compare.png)" in text
+    assert (docs / "report" / s.key / "compare.png").exists()
+  lstm = text.split("## lstm_variants", 1)[1]  # the one section with a threshold
+  assert "| steps to 0.05 |" in lstm.splitlines()[1]
+  assert "| norm=layer | 1 | 0.04 | 0.04 | 100 (1/1 reached) | 0 | – |" in lstm
+  # Nothing ran: the sweeps' directories hold what they held.
+  assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
+
+
+def test_run_sections_runs_the_real_sweep_cli(report, tmp_path):
+  # A sweep file whose only member is invalid: the real `rnn_research.sweep` process checks it,
+  # exits 2 before training anything, and run_sections stops with that code.
+  bad = tmp_path / "bad_sweep.py"
+  bad.write_text("from configs import default\n"
+                 "def get_config(arg=None):\n"
+                 "  return default.for_task('kalman', cell='gru', hidden_size=4, steps=2, "
+                 "batch_size=4)\n"
+                 "def get_sweep():\n"
+                 "  return [{'model.cell': 'nope'}]\n")
+  with pytest.raises(RuntimeError, match=r"^bad: the sweep exited with code 2 \(no summary\)"):
+    report.run_sections(str(tmp_path / "runs"), [report.Section("bad", str(bad), "eval/loss")], 1)
+  assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_cli_only_bad_regex_exits_2(tmp_path):
+  proc = run_cli(f"--workdir={tmp_path}", f"--docs={tmp_path}", "--no_run", "--only=(")
+  assert proc.returncode == 2 and proc.stderr.startswith("bad input: ")
+  assert proc.stderr.count("\n") == 1
