@@ -190,9 +190,9 @@ def run_ray(jobs: list[Job], workdir: str, address: str | None, cores: int,
             report: Callable[[Job, int, float], None]) -> None:
   """Submits each job as a Ray task (`cores` CPUs each); workdir must be on a shared disk."""
   try:
-    import ray  # optional: pip install "ray[default]"
+    import ray  # optional: the `ray` extra
   except ImportError:
-    raise ValueError("--backend=ray needs ray: python3 -m pip install ray") from None
+    raise ValueError('--backend=ray needs ray: python3 -m pip install -e ".[ray]"') from None
   ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
   os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
 
