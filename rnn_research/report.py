@@ -36,19 +36,29 @@ flags.mark_flags_as_required(["workdir"])
 
 @dataclass(frozen=True)
 class Section:
-  """One sweep of the report and how its table is made."""
+  """One table of the report: a metric of one sweep, run in `<workdir>/<sweep or key>/`."""
   key: str
   config: str  # sweep file[:arg]
   metric: str
   group_by: tuple[str, ...] = ()
   threshold: float | None = None
+  mode: str = "auto"  # compare's min|max|auto: which end of the metric is "best"
+  sweep: str | None = None  # another section's directory, to table a second metric of it
+
+  @property
+  def directory(self) -> str:
+    return self.sweep or self.key
 
 
 SECTIONS = (
     Section("activations", "configs/ablations/activations.py", "eval/mse_over_chance"),
+    Section("activations_grad_peak", "configs/ablations/activations.py", "grad/global_norm",
+            mode="max", sweep="activations"),
     Section("clipping", "configs/ablations/clipping.py", "eval/mse_over_chance"),
     Section("norm_placement", "configs/ablations/norm_placement.py", "eval/mse_over_chance"),
     Section("skips", "configs/ablations/skips.py", "eval/mse_over_chance"),
+    Section("skips_grad_flow", "configs/ablations/skips.py",
+            "grad_flow/ratio_first_last/layer_0", mode="max", sweep="skips"),
     Section("lstm_variants", "configs/ablations/lstm_variants.py", "eval/mse_over_chance",
             threshold=0.05),
     Section("transition_pendulum", "configs/ablations/transition.py:pendulum",
@@ -94,17 +104,21 @@ def run_sweep_process(config: str, workdir: str, parallel: int) -> tuple[int, st
 
 def run_sections(workdir: str, sections: list[Section], parallel: int) -> None:
   """Runs each section's sweep (skipping what is done) and adds its wall time to TIMES."""
-  for s in sections:
+  configs = {}
+  for s in sections:  # one sweep per directory (tables of the same sweep share it)
+    configs.setdefault(s.directory, s.config)
+  for key, config in configs.items():
     started = time.time()
-    code, summary = run_sweep_process(s.config, os.path.join(workdir, s.key), parallel)
+    code, summary = run_sweep_process(config, os.path.join(workdir, key), parallel)
     found = _SUMMARY.search(summary)
     if code != 0 or not found:
-      raise RuntimeError(f"{s.key}: the sweep exited with code {code} ({summary.strip() or 'no summary'}); "
-                         f"see {workdir}/{s.key}/logs/ and rerun to retry")
+      raise RuntimeError(f"{key}: the sweep exited with code {code} "
+                         f"({summary.strip() or 'no summary'}); see {workdir}/{key}/logs/ and "
+                         "rerun to retry")
     completed, diverged, failed, skipped = (int(g) for g in found.groups())
     if skipped < completed + diverged + failed:  # something trained: its time counts
       times = _times(workdir)
-      times[s.key] = times.get(s.key, 0.0) + time.time() - started
+      times[key] = times.get(key, 0.0) + time.time() - started
       with open(os.path.join(workdir, TIMES), "w") as f:
         json.dump(times, f, indent=2)
 
@@ -121,15 +135,15 @@ def render(workdir: str, docs: str, sections: list[Section], command: str) -> st
            "total_wall": f"{sum(times.values()) / 60:.0f} minutes"}
   for s in sections:
     out = os.path.join(docs, "report", s.key)
-    if not os.path.isdir(os.path.join(workdir, s.key)):
+    if not os.path.isdir(os.path.join(workdir, s.directory)):
       fills[f"table:{s.key}"] = f"*(not run yet: `python -m rnn_research.report --only={s.key}`)*"
       fills[f"figure:{s.key}"] = fills[f"wall:{s.key}"] = ""
       continue
-    table = compare.report(os.path.join(workdir, s.key), s.metric, list(s.group_by) or None,
-                           s.threshold, "auto", out)
+    table = compare.report(os.path.join(workdir, s.directory), s.metric,
+                           list(s.group_by) or None, s.threshold, s.mode, out)
     fills[f"table:{s.key}"] = table.rsplit("\n\nmetric:", 1)[0]
     fills[f"figure:{s.key}"] = f"![{s.key}](report/{s.key}/compare.png)"
-    fills[f"wall:{s.key}"] = (f"{times[s.key] / 60:.1f} min" if s.key in times
+    fills[f"wall:{s.key}"] = (f"{times[s.directory] / 60:.1f} min" if s.directory in times
                               else "not timed")
   missing = sorted({m for m in re.findall(r"\{\{([^}]+)\}\}", text)} - set(fills))
   if missing:

@@ -15,6 +15,7 @@ input. `DIR/sweep.json` lists the members; `DIR/logs/` holds each job's output.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -223,7 +224,8 @@ def backend_of_children() -> str:
 
 def run_sweep(config_arg: str, workdir: str, *, parallel: int = 1, dry_run: bool = False,
               only: str | None = None, seeds_mode: str = "auto", backend: str = "local",
-              ray_address: str | None = None, out: Callable[[str], None] = print
+              ray_address: str | None = None,
+              out: Callable[[str], None] = functools.partial(print, flush=True)
               ) -> dict[str, int]:
   """Checks and runs a sweep; returns the count of members per outcome, and of those skipped
   because they were done before (counted in their outcome too)."""

@@ -45,10 +45,11 @@ def report():
   return module
 
 
-def make_sweep(root: Path, metric: str, finals: dict[str, list[float]],
+def make_sweep(root: Path, metric: str | list[str], finals: dict[str, list[float]],
                key: str = "model.norm", start: float = 2.0) -> Path:
   """A finished sweep in `root`: per value of `key`, one completed run per final value, whose
-  `metric` is `start` at step 0 and the final value at step 100."""
+  `metric` (each, if several) is `start` at step 0 and the final value at step 100."""
+  metrics = [metric] if isinstance(metric, str) else metric
   section, field = key.split(".")
   members = []
   for value, per_seed in finals.items():
@@ -62,10 +63,10 @@ def make_sweep(root: Path, metric: str, finals: dict[str, list[float]],
       run.mkdir(parents=True)
       (run / "config.json").write_text(json.dumps(config))
       writer = MetricWriter(str(run))
-      writer.write_scalars(0, {metric: start})
-      writer.write_scalars(100, {metric: final})
+      writer.write_scalars(0, {m: start for m in metrics})
+      writer.write_scalars(100, {m: final for m in metrics})
       writer.close()
-      write_status(str(run), state="completed", step=100, metrics={metric: final})
+      write_status(str(run), state="completed", step=100, metrics={m: final for m in metrics})
   (root / "sweep.json").write_text(json.dumps({"config": "x.py", "members": members}))
   return root
 
@@ -270,8 +271,11 @@ def test_cli_only_matching_nothing_exits_2(report, tmp_path):
 def test_cli_no_run_rebuilds_report_from_disk(report, tmp_path):
   workdir, docs = tmp_path / "runs", tmp_path / "docs"
   lines = ["{{command}} {{commit}} {{date}} {{total_wall}}"]
+  for directory in {s.directory for s in report.SECTIONS}:
+    make_sweep(workdir / directory, [s.metric for s in report.SECTIONS
+                                     if s.directory == directory],
+               {"none": [0.5], "layer": [0.04]})
   for s in report.SECTIONS:
-    make_sweep(workdir / s.key, s.metric, {"none": [0.5], "layer": [0.04]})
     lines += [f"## {s.key} {{{{wall:{s.key}}}}}", f"{{{{table:{s.key}}}}}",
               f"{{{{figure:{s.key}}}}}"]
   docs.mkdir()
@@ -314,3 +318,16 @@ def test_cli_only_bad_regex_exits_2(tmp_path):
   proc = run_cli(f"--workdir={tmp_path}", f"--docs={tmp_path}", "--no_run", "--only=(")
   assert proc.returncode == 2 and proc.stderr.startswith("bad input: ")
   assert proc.stderr.count("\n") == 1
+
+
+def test_run_sections_runs_a_shared_sweep_once(report, fake_sweep, tmp_path):
+  calls, results = fake_sweep
+  sections = [report.Section("a", "x.py", "eval/loss"),
+              report.Section("a_grad", "x.py", "grad/global_norm", mode="max", sweep="a"),
+              report.Section("b_only_grad", "y.py", "grad/global_norm", sweep="b")]
+  results += [(10.0, counts(completed=2)), (20.0, counts(completed=1))]
+  report.run_sections(str(tmp_path), sections, 2)
+  # One run per directory, the second metric of `a` reads the same sweep, and a section
+  # selected only through a derived table still runs its sweep.
+  assert calls == [("x.py", str(tmp_path / "a"), 2), ("y.py", str(tmp_path / "b"), 2)]
+  assert json.loads((tmp_path / report.TIMES).read_text()) == {"a": 10.0, "b": 20.0}
