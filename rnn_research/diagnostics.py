@@ -34,11 +34,24 @@ def gradient_flow(graphdef: Any, params: Any, rest: Any, batch: dict[str, jax.Ar
   return (norms * valid).sum(axis=1) / jnp.maximum(valid.sum(axis=0), 1.0)
 
 
+def tree_norm(tree: Any) -> jax.Array:
+  """||tree||_2 over all leaves, without float32 overflow: m sqrt(sum((x / m)^2)), m = max|x|.
+
+  The plain sqrt(sum(x^2)) is inf once ||x|| > ~1.8e19 although every entry is finite, and a
+  non-finite gradient norm stops training (`train.Diverged`); this one is inf or NaN only when
+  an entry is.
+  """
+  leaves = jax.tree.leaves(tree)
+  scale = jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in leaves]))
+  safe = jnp.where(scale > 0, scale, 1.0)
+  return safe * optax.tree.norm(jax.tree.map(lambda x: x / safe, tree))
+
+
 def layer_grad_norms(grads: dict[str, Any]) -> dict[str, jax.Array]:
   """{'grad/layer_<l>': ||dL/dθ_l||, 'grad/readout': ...} from a pure-dict gradient."""
-  norms = {f"grad/layer_{l}": optax.tree.norm(g) for l, g in grads["layers"].items()}
+  norms = {f"grad/layer_{l}": tree_norm(g) for l, g in grads["layers"].items()}
   if "readout" in grads:
-    norms["grad/readout"] = optax.tree.norm(grads["readout"])
+    norms["grad/readout"] = tree_norm(grads["readout"])
   return norms
 
 

@@ -62,7 +62,7 @@ def train_step_fn(graphdef: Any, task: Any, tx: optax.GradientTransformation):
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     new = {"params": optax.apply_updates(state["params"], updates), "rest": rest,
            "opt_state": opt_state, "step": state["step"] + 1}
-    metrics = {"train/loss": loss, "grad/global_norm": optax.tree.norm(grads),
+    metrics = {"train/loss": loss, "grad/global_norm": diagnostics.tree_norm(grads),
                **diagnostics.layer_grad_norms(grads)}
     return new, metrics
 

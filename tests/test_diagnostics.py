@@ -1,0 +1,34 @@
+"""`diagnostics.tree_norm`: the gradient norm the trainer logs and stops on.
+
+It must equal the plain 2-norm over all leaves, stay finite where the plain float32 norm
+overflows although every entry is finite, and be non-finite exactly when an entry is.
+"""
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from rnn_research.diagnostics import tree_norm
+
+
+def test_equals_the_plain_norm():
+  rng = np.random.default_rng(0)
+  tree = {"a": rng.normal(size=(3, 4)).astype(np.float32),
+          "b": {"c": rng.normal(size=5).astype(np.float32)}}
+  flat = np.concatenate([tree["a"].ravel(), tree["b"]["c"]]).astype(np.float64)
+  np.testing.assert_allclose(float(tree_norm(tree)), np.linalg.norm(flat), rtol=1e-6)
+
+
+def test_huge_finite_entries_stay_finite():
+  tree = {"w": jnp.array([3e20, 4e20], jnp.float32)}
+  assert not np.isfinite(float(optax.tree.norm(tree)))  # the overflow this guards against
+  np.testing.assert_allclose(float(tree_norm(tree)), 5e20, rtol=1e-6)
+
+
+def test_zero_tree_is_zero():
+  assert float(tree_norm({"w": jnp.zeros(3), "b": jnp.zeros((2, 2))})) == 0.0
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_non_finite_entry_gives_non_finite_norm(bad):
+  assert not np.isfinite(float(tree_norm({"w": jnp.array([1.0, bad]), "b": jnp.ones(2)})))
