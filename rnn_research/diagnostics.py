@@ -47,6 +47,13 @@ def tree_norm(tree: Any) -> jax.Array:
   return safe * optax.tree.norm(jax.tree.map(lambda x: x / safe, tree))
 
 
+def gradient_flow_ok(graphdef: Any, state: dict[str, Any]) -> bool:
+  """Whether `gradient_flow` can probe this model (in eval mode, step by step)."""
+  model = nnx.merge(graphdef, state["params"], state["rest"])
+  model.eval()
+  return model.per_step_ok()
+
+
 def layer_grad_norms(grads: dict[str, Any]) -> dict[str, jax.Array]:
   """{'grad/layer_<l>': ||dL/dθ_l||, 'grad/readout': ...} from a pure-dict gradient."""
   norms = {f"grad/layer_{l}": tree_norm(g) for l, g in grads["layers"].items()}

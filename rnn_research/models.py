@@ -151,6 +151,11 @@ class RecurrentStack(nnx.Module):
     state, h = self._step_layers(params, state, x_t, mask_t)
     return state, self._read(h, mask_t)
 
+  def per_step_ok(self) -> bool:
+    """Whether the model can run step by step in its current mode (streaming, time-major,
+    gradient-flow probes): not while a norm uses whole-sequence statistics."""
+    return all(norm is None or norm.per_step_ok() for norm in self.between)
+
   def _check_per_step(self, what: str) -> None:
     """Sequence-statistics norms in training have no per-step form."""
     for norm in self.between:

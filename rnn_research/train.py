@@ -243,6 +243,10 @@ def _loop(runs: list[_Run], graphdef, tx, states) -> None:
   train_step = jax.jit(jax.vmap(step_fn) if group else step_fn)
   flow = jax.jit(lambda p, r, b: diagnostics.gradient_flow(graphdef, p, r, b,
                                                           runs[0].task.loss))
+  if not diagnostics.gradient_flow_ok(graphdef, states[0]):
+    flow = None
+    logging.warning("gradient flow (grad_flow/*) is not measured: its probes run the model "
+                    "step by step, which whole-sequence norm statistics do not allow")
   flow_batch = {k: v[:cfg.batch_size] for k, v in runs[0].task.eval_batches()[0].items()}
   lr = optim.schedule(cfg)
   predict = make_predict(graphdef, states[0])
@@ -288,7 +292,7 @@ def _loop(runs: list[_Run], graphdef, tx, states) -> None:
         if log:
           rate = rate or timed / max(time.time() - tick, 1e-9)
           _log(run, done, mine, rate, lr(step), group)
-        if diag and run.writer:
+        if diag and run.writer and flow is not None:
           norms = np.asarray(flow(mine["params"], mine["rest"], flow_batch))
           run.writer.write_images(done, {"grad_flow/norm_dL_dh": norms}, log=True)
           run.writer.write_scalars(done, {f"grad_flow/ratio_first_last/layer_{l}":

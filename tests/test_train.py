@@ -307,3 +307,17 @@ def test_group_at_different_checkpoint_steps_is_refused(tmp_path):
     train.train_seeds([seed_config(0), seed_config(1)], dirs)
   assert sorted(p.name for p in (first / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
   assert read_status(str(first))["step"] == 2
+
+
+def test_whole_sequence_norm_statistics_train_without_gradient_flow(tmp_path):
+  # The gradient-flow probes run the model step by step, which eval_norm_stats='sequence'
+  # does not allow: the run must still complete, with the other diagnostics and no grad_flow.
+  config = tiny_kalman()
+  config.model.norm = "layer"
+  config.model.eval_norm_stats = "sequence"
+  metrics = train.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(metrics["loss"])
+  assert read_status(str(tmp_path))["state"] == "completed"
+  tags = read_scalars(str(tmp_path))
+  assert "grad/global_norm" in tags and "eval/loss" in tags
+  assert not [t for t in tags if t.startswith("grad_flow/")]
