@@ -3,9 +3,9 @@
   python -m rnn_research.report --workdir=runs/report [--parallel=2] [--only=REGEX] [--no_run]
 
 For each entry of `SECTIONS` the sweep runs in `<workdir>/<key>/` as a `rnn_research.sweep`
-process (resumably: a finished sweep is reused as it is), `compare` writes its table and figure to `docs/report/<key>/`, and every
-`{{table:<key>}}`, `{{figure:<key>}}`, `{{wall:<key>}}` in `docs/REPORT.template.md` is filled
-in, together with `{{command}}`, `{{commit}}`, `{{total_wall}}` and `{{date}}`, giving
+process (resumably: a finished sweep is reused as it is), `compare` writes its table and
+figure to `docs/report/<key>/`, and every `{{table:<key>}}`, `{{figure:<key>}}` and
+`{{wall:<key>}}` in `docs/REPORT.template.md` is filled in, together with `{{command}}`, `{{commit}}`, `{{total_wall}}` and `{{date}}`, giving
 `docs/REPORT.md`. The prose around the tables (the claims and whether our numbers support them)
 lives in the template and is written by people; this module only refreshes the measurements.
 """

@@ -55,19 +55,12 @@ class Job:
   names: list[str]
   argv: list[str]
 
-  @property
-  def label(self) -> str:
-    return self.names[0] if len(self.names) == 1 else f"{self.names[0]} (+{len(self.names) - 1} seeds)"
-
-
-def _value(v: Any) -> str:
-  return str(v)  # ml_collections parses an override by the type of the config field
-
 
 def member_argv(swp: sweep_spec.Sweep, overrides: dict[str, Any], workdir: str) -> list[str]:
-  """The `python -m rnn_research.main` command line of one member."""
+  """The `python -m rnn_research.main` command line of one member (ml_collections parses each
+  override by the type of its config field)."""
   return ([sys.executable, "-m", "rnn_research.main", f"--config={swp.config_arg}"]
-          + [f"--config.{k}={_value(v)}" for k, v in overrides.items()]
+          + [f"--config.{k}={v}" for k, v in overrides.items()]
           + [f"--workdir={workdir}"])
 
 

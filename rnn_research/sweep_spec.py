@@ -46,7 +46,10 @@ def seeds(n: int, start: int = 0) -> list[Overrides]:
   return sweep("train.seed", range(start, start + n))
 
 
-def _axes(parts: Sequence[Sequence[Overrides] | Mapping[str, Sequence[Any]]]) -> list[list[Overrides]]:
+Part = Sequence[Overrides] | Mapping[str, Sequence[Any]]
+
+
+def _axes(parts: Sequence[Part]) -> list[list[Overrides]]:
   out = []
   for part in parts:
     if isinstance(part, Mapping):
@@ -66,12 +69,12 @@ def _merge(members: Iterable[Overrides]) -> Overrides:
   return merged
 
 
-def product(*parts: Sequence[Overrides] | Mapping[str, Sequence[Any]]) -> list[Overrides]:
+def product(*parts: Part) -> list[Overrides]:
   """The Cartesian product: each combination of one member per part, merged."""
   return [_merge(combo) for combo in itertools.product(*_axes(parts))]
 
 
-def zipit(*parts: Sequence[Overrides] | Mapping[str, Sequence[Any]]) -> list[Overrides]:
+def zipit(*parts: Part) -> list[Overrides]:
   """Member i of every part, merged; all parts must have the same length."""
   axes = _axes(parts)
   lengths = sorted({len(a) for a in axes})

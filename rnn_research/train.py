@@ -346,7 +346,8 @@ def _diverge(run: _Run, values: dict[str, float], done: int, group: bool) -> Non
   last = run.ckpt.latest_step()
   kept = ("no checkpoint was saved before it" if last is None
           else f"the last good checkpoint (step {last}) is kept")
-  run.diverged = f"{run.workdir + ' ' if group else ''}diverged at step {done}: non-finite {bad}; {kept}"
+  who = f"{run.workdir} " if group else ""
+  run.diverged = f"{who}diverged at step {done}: non-finite {bad}; {kept}"
   run.status(state="diverged", step=done, message=run.diverged)
   if group:
     logging.error("%s", run.diverged)

@@ -269,7 +269,7 @@ def test_run_local_pins_each_job_to_its_cores(tmp_path):
   jobs = [sweep.Job([f"job{k}"], [sys.executable, "-c", probe, str(code)])
           for k, code in enumerate([0, 3])]
   reported = {}
-  sweep.run_local(jobs, str(tmp_path), 2, lambda job, rc, s: reported.update({job.label: rc}))
+  sweep.run_local(jobs, str(tmp_path), 2, lambda job, rc, s: reported.update({job.names[0]: rc}))
   assert reported == {"job0": 0, "job1": 3}
   slices = sweep.core_slices(2)
   seen = []
