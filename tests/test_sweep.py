@@ -48,10 +48,10 @@ def get_config(arg=None):
 
 
 def get_sweep():
-  return product(sweep("model.recurrent_scale", [1.0, 30.0]), seeds(2))
+  return product(sweep("model.recurrent_scale", [1.0, 10000.0]), seeds(2))
 '''
 GOOD = ["recurrent_scale=1,seed=0", "recurrent_scale=1,seed=1"]
-BAD = ["recurrent_scale=30,seed=0", "recurrent_scale=30,seed=1"]
+BAD = ["recurrent_scale=10000,seed=0", "recurrent_scale=10000,seed=1"]
 NAMES = GOOD + BAD  # the order of get_sweep()
 RESUMED = GOOD[1]  # interrupted at step 2 before the sweep runs
 SUMMARY = re.compile(r"sweep \S+: (\d+) completed, (\d+) diverged, (\d+) failed.*"
@@ -311,15 +311,15 @@ def test_dry_run_lists_members_and_commands_writes_nothing(tmp_path):
   for command, name in zip(commands, NAMES):
     assert " -m rnn_research.main " in command and f"--config={path}" in command
     assert command.endswith(f"--workdir={workdir}/{name}")
-  assert "--config.model.recurrent_scale=30.0" in commands[2]
+  assert "--config.model.recurrent_scale=10000.0" in commands[2]
   assert not workdir.exists()
 
 
 def test_declaration_error_lists_every_bad_member_exit_2(tmp_path):
   path = write_sweep(tmp_path, SWEEP_FILE.replace(
-      'sweep("model.recurrent_scale", [1.0, 30.0])',
+      'sweep("model.recurrent_scale", [1.0, 10000.0])',
       '[{"model.recurrent_scale": 1.0}, {"model.cel": "rnn"}, {"model.cell": "nope"}, '
-      '{"model.recurrent_scale": "big"}, {"model.recurrent_scale": 30.0}]'))
+      '{"model.recurrent_scale": "big"}, {"model.recurrent_scale": 10000.0}]'))
   workdir = tmp_path / "runs"
   proc = checked(run_cli(path, workdir), 2)
   assert proc.stderr.startswith("bad input:")
@@ -375,7 +375,8 @@ def test_sweep_trains_every_member(tiny_sweep):
   manifest = json.loads((workdir / "sweep.json").read_text())
   assert manifest["config"] == path
   assert [m["name"] for m in manifest["members"]] == NAMES
-  assert manifest["members"][2]["overrides"] == {"model.recurrent_scale": 30.0, "train.seed": 0}
+  assert manifest["members"][2]["overrides"] == {"model.recurrent_scale": 10000.0,
+                                                 "train.seed": 0}
   assert manifest["selected"] == NAMES
   assert manifest["doc"].startswith("A tiny test sweep")
   # seeds_mode=auto runs seeds as separate processes on the CPU: one job (log) per member
@@ -404,7 +405,7 @@ def test_sweep_trains_every_member(tiny_sweep):
     assert f"diverged at step {status['step']}" in status["message"]
     assert status["step"] < 4
     config = json.loads((workdir / name / "config.json").read_text())
-    assert config["model"]["recurrent_scale"] == 30.0 and config["train"]["seed"] == seed
+    assert config["model"]["recurrent_scale"] == 10000.0 and config["train"]["seed"] == seed
 
 
 def test_sweep_resumes_an_interrupted_member_from_its_checkpoint(tiny_sweep):
@@ -529,8 +530,8 @@ def test_compare_the_sweep(tiny_sweep):
           for line in proc.stdout.splitlines() if line.startswith("|")]
   head, body = rows[0], rows[2:]
   table = {row[0]: dict(zip(head, row)) for row in body}
-  assert set(table) == {"recurrent_scale=1", "recurrent_scale=30"}
-  good, bad = table["recurrent_scale=1"], table["recurrent_scale=30"]
+  assert set(table) == {"recurrent_scale=1", "recurrent_scale=10000"}
+  good, bad = table["recurrent_scale=1"], table["recurrent_scale=10000"]
   assert good["runs"] == bad["runs"] == "2"
   assert good["diverged"] == "0" and bad["diverged"] == "2"
   assert bad["final"] == "–" and good["final"] != "–"
