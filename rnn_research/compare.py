@@ -39,6 +39,7 @@ flags.DEFINE_float("threshold", None, "Also report the steps each group takes to
 flags.DEFINE_enum("mode", "auto", ["auto", "min", "max"],
                   "Whether lower (min) or higher (max) is better; auto: max for accuracies.")
 flags.DEFINE_string("out", None, "Directory for compare.md and compare.png (default: DIR).")
+flags.DEFINE_list("ylim", None, "lo,hi: the figure's y range (default: every value).")
 
 SEED_KEY = "train.seed"
 STOPPED = ("diverged", "failed")  # states of runs that ended before their last step
@@ -244,20 +245,23 @@ def _align(series: list[Series]) -> tuple[np.ndarray, np.ndarray]:
   return np.array(steps)[keep], matrix[:, keep]
 
 
-def plot(groups: dict[str, list[Run]], metric: str, mode: str, path: str) -> Any:
+def plot(groups: dict[str, list[Run]], metric: str, mode: str, path: str,
+         ylim: tuple[float, float] | None = None) -> Any:
   """Per group: mean curve over its runs, shaded min..max; stopped runs thin with an 'x'.
 
-  Saves the figure to `path` and returns it (a matplotlib Figure).
+  `ylim` fixes the y range (an exploded run can otherwise squash every other curve). Saves the
+  figure to `path` and returns it (a matplotlib Figure).
   """
   import matplotlib  # deferred: only the plot needs it
   matplotlib.use("Agg")
   from matplotlib.figure import Figure
 
-  fig = Figure(figsize=(8, 5), layout="constrained")
+  fig = Figure(figsize=(11, 5.5), layout="constrained")
   ax = fig.subplots()
   shown: list[float] = []
+  palette = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
   for i, (name, runs) in enumerate(groups.items()):
-    color, label = f"C{i % 10}", name
+    color, label = palette(i % palette.N), name
     alive = [s for s in (_series(r, metric) for r in runs if r.state not in STOPPED) if s]
     if alive:
       steps, matrix = _align(alive)
@@ -276,19 +280,24 @@ def plot(groups: dict[str, list[Run]], metric: str, mode: str, path: str) -> Any
   if any(r.state in STOPPED for runs in groups.values() for r in runs):
     ax.plot([], [], "x", color="gray", label="diverged/failed (last point)")
   values = np.array(shown)
+  if ylim is not None:
+    values = values[(values >= ylim[0]) & (values <= ylim[1])]
   if values.size and values.min() > 0 and values.max() / values.min() > 10:
     ax.set_yscale("log")
+  if ylim is not None:
+    ax.set_ylim(*ylim)
   better = "lower" if mode == "min" else "higher"
   ax.set(xlabel="step", ylabel=metric,
          title=f"{metric}: mean over runs, shaded min..max ({better} is better)")
   ax.grid(alpha=0.3)
-  ax.legend(fontsize="small")
+  ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
   fig.savefig(path, dpi=100)
   return fig
 
 
 def report(directory: str, metric: str = "eval/loss", group_by: list[str] | None = None,
-           threshold: float | None = None, mode: str = "auto", out: str | None = None) -> str:
+           threshold: float | None = None, mode: str = "auto", out: str | None = None,
+           ylim: tuple[float, float] | None = None) -> str:
   """Compares the sweep in `directory`; writes compare.md and .png; returns the .md text."""
   runs = load_runs(directory)
   mode = resolve_mode(metric, mode)
@@ -305,7 +314,8 @@ def report(directory: str, metric: str = "eval/loss", group_by: list[str] | None
   text = f"{table}\n\nmetric: {metric}, mode: {mode}, date: {date}\n"
   with open(os.path.join(out, "compare.md"), "w", encoding="utf-8") as f:
     f.write(text)
-  plot({r.group: groups[r.group] for r in rows}, metric, mode, os.path.join(out, "compare.png"))
+  plot({r.group: groups[r.group] for r in rows}, metric, mode, os.path.join(out, "compare.png"),
+       ylim)
   return text
 
 
@@ -314,8 +324,16 @@ def main(argv: list[str]) -> None:
   try:
     if len(argv) != 2:
       raise ValueError("give one sweep directory: python -m rnn_research.compare DIR")
+    ylim = None
+    if FLAGS.ylim is not None:
+      try:
+        ylim = tuple(float(v) for v in FLAGS.ylim)
+      except ValueError:
+        ylim = ()
+      if len(ylim) != 2 or not ylim[0] < ylim[1]:
+        raise ValueError(f"--ylim must be lo,hi with lo < hi, got {','.join(FLAGS.ylim)!r}")
     text = report(argv[1], FLAGS.metric, FLAGS.group_by, FLAGS.threshold, FLAGS.mode,
-                  FLAGS.out)
+                  FLAGS.out, ylim)
   except ValueError as err:
     print(f"bad input: {err}", file=sys.stderr)
     sys.exit(2)

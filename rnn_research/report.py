@@ -44,6 +44,7 @@ class Section:
   threshold: float | None = None
   mode: str = "auto"  # compare's min|max|auto: which end of the metric is "best"
   sweep: str | None = None  # another section's directory, to table a second metric of it
+  ylim: tuple[float, float] | None = None  # the figure's y range
 
   @property
   def directory(self) -> str:
@@ -51,12 +52,15 @@ class Section:
 
 
 SECTIONS = (
-    Section("activations", "configs/ablations/activations.py", "eval/mse_over_chance"),
+    Section("activations", "configs/ablations/activations.py", "eval/mse_over_chance",
+            ylim=(0.0, 2.0)),
     Section("activations_grad_peak", "configs/ablations/activations.py", "grad/global_norm",
             mode="max", sweep="activations"),
-    Section("clipping", "configs/ablations/clipping.py", "eval/mse_over_chance"),
-    Section("norm_placement", "configs/ablations/norm_placement.py", "eval/mse_over_chance"),
-    Section("skips", "configs/ablations/skips.py", "eval/mse_over_chance"),
+    Section("clipping", "configs/ablations/clipping.py", "eval/mse_over_chance",
+            ylim=(0.0, 1.5)),
+    Section("norm_placement", "configs/ablations/norm_placement.py", "eval/mse_over_chance",
+            ylim=(0.0, 2.0)),
+    Section("skips", "configs/ablations/skips.py", "eval/mse_over_chance", ylim=(0.0, 1.5)),
     Section("skips_grad_flow", "configs/ablations/skips.py",
             "grad_flow/ratio_first_last/layer_0", mode="max", sweep="skips"),
     Section("lstm_variants", "configs/ablations/lstm_variants.py", "eval/mse_over_chance",
@@ -140,7 +144,7 @@ def render(workdir: str, docs: str, sections: list[Section], command: str) -> st
       fills[f"figure:{s.key}"] = fills[f"wall:{s.key}"] = ""
       continue
     table = compare.report(os.path.join(workdir, s.directory), s.metric,
-                           list(s.group_by) or None, s.threshold, s.mode, out)
+                           list(s.group_by) or None, s.threshold, s.mode, out, s.ylim)
     fills[f"table:{s.key}"] = table.rsplit("\n\nmetric:", 1)[0]
     fills[f"figure:{s.key}"] = f"![{s.key}](report/{s.key}/compare.png)"
     fills[f"wall:{s.key}"] = (f"{times[s.directory] / 60:.1f} min" if s.directory in times

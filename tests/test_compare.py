@@ -226,6 +226,12 @@ def test_plot_curves(sweep_dir, tmp_path_factory):
   assert list(batch.get_xdata()) == [0, 100] and batch.get_ydata()[1] == pytest.approx(1.35)
   accuracy = compare.plot(groups, "eval/accuracy", "max", str(path)).axes[0]
   assert accuracy.get_yscale() == "linear"  # accuracies go negative here
+  # A fixed y range: the limits are kept, and the scale follows the values inside it only
+  # (0.1 .. 2: still over a decade, so log).
+  fixed = compare.plot(groups, "eval/loss", "min", str(path), ylim=(0.1, 2.0)).axes[0]
+  assert fixed.get_ylim() == pytest.approx((0.1, 2.0)) and fixed.get_yscale() == "log"
+  narrow = compare.plot(groups, "eval/loss", "min", str(path), ylim=(0.5, 2.0)).axes[0]
+  assert narrow.get_yscale() == "linear"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -248,6 +254,8 @@ def test_cli_prints_table(sweep_dir):
     (["{sweep}", "--group_by=model.nrom"], "valid model.* keys: model.cell,"),
     (["{sweep}", "--mode=median"], "bad input: "),
     ([], "bad input: give one sweep directory"),
+    (["{sweep}", "--ylim=2,1"], "bad input: --ylim must be lo,hi with lo < hi, got '2,1'"),
+    (["{sweep}", "--ylim=0,x"], "bad input: --ylim must be lo,hi"),
 ])
 def test_cli_bad_input_exits_2(sweep_dir, tmp_path_factory, args, message):
   empty = tmp_path_factory.mktemp("empty")
