@@ -30,6 +30,7 @@ from absl import app, flags
 
 from rnn_research.cli import parse_flags
 from rnn_research.metric_writer import read_scalars
+from rnn_research import workdir as run_dir
 from rnn_research.status import read_status
 
 FLAGS = flags.FLAGS
@@ -107,16 +108,6 @@ def load_runs(directory: str) -> list[Run]:
   return runs
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f"{prefix}{key}."))
-    else:
-      out[prefix + key] = value
-  return out
-
-
 def _fmt(value: Any) -> str:
   if isinstance(value, bool):
     return str(value).lower()
@@ -142,7 +133,7 @@ def _unknown_key(key: str, valid: set[str]) -> str:
 def group_runs(runs: list[Run], group_by: list[str] | None,
                sweep: dict[str, Any] | None) -> dict[str, list[Run]]:
   """Groups runs by the `group_by` config keys, else by their non-seed overrides."""
-  flats = {r.name: _flat(r.config) for r in runs}
+  flats = {r.name: run_dir.flat(r.config) for r in runs}
   overrides = {m["name"]: m.get("overrides", {}) for m in (sweep or {}).get("members", [])}
   if group_by:
     valid = set().union(*flats.values())

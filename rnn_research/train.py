@@ -197,7 +197,7 @@ def train_seeds(configs: list[ml_collections.ConfigDict], workdirs: list[str],
     for run in runs:
       run.status(state="running", step=steps[0], message=None)
       if run.writer:
-        run.writer.write_hparams(_flat(run.config.to_dict()))
+        run.writer.write_hparams(run_dir.flat(run.config.to_dict()))
     _loop(runs, graphdef, tx, states)
   except Diverged:
     raise
@@ -215,16 +215,6 @@ def train_seeds(configs: list[ml_collections.ConfigDict], workdirs: list[str],
   if bad:
     raise Diverged("; ".join(bad))
   return [run.metrics for run in runs]
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
 
 
 def _stack(trees: list[Any]) -> Any:

@@ -23,6 +23,17 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
   return config
 
 
+def flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """A nested config dict as {"model.cell": ..., "train.seed": ...} (dotted keys)."""
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, dict):
+      out.update(flat(value, f"{prefix}{key}."))
+    else:
+      out[prefix + key] = value
+  return out
+
+
 def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
   """`key: old -> new` for every dotted key whose value differs between two nested dicts."""
   keys = sorted(set(old) | set(new))
