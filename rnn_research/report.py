@@ -117,16 +117,17 @@ def run_sections(workdir: str, sections: list[Section], parallel: int) -> None:
     started = time.time()
     code, summary = run_sweep_process(config, os.path.join(workdir, key), parallel)
     found = _SUMMARY.search(summary)
+    if found:
+      completed, diverged, failed, skipped = (int(g) for g in found.groups())
+      if skipped < completed + diverged + failed:  # something trained: its time counts
+        times = _times(workdir)
+        times[key] = times.get(key, 0.0) + time.time() - started
+        with open(os.path.join(workdir, TIMES), "w") as f:
+          json.dump(times, f, indent=2)
     if code != 0 or not found:
       raise RuntimeError(f"{key}: the sweep exited with code {code} "
                          f"({summary.strip() or 'no summary'}); see {workdir}/{key}/logs/ and "
                          "rerun to retry")
-    completed, diverged, failed, skipped = (int(g) for g in found.groups())
-    if skipped < completed + diverged + failed:  # something trained: its time counts
-      times = _times(workdir)
-      times[key] = times.get(key, 0.0) + time.time() - started
-      with open(os.path.join(workdir, TIMES), "w") as f:
-        json.dump(times, f, indent=2)
 
 
 def render(workdir: str, docs: str, sections: list[Section], command: str) -> str:

@@ -331,3 +331,12 @@ def test_run_sections_runs_a_shared_sweep_once(report, fake_sweep, tmp_path):
   # selected only through a derived table still runs its sweep.
   assert calls == [("x.py", str(tmp_path / "a"), 2), ("y.py", str(tmp_path / "b"), 2)]
   assert json.loads((tmp_path / report.TIMES).read_text()) == {"a": 10.0, "b": 20.0}
+
+
+def test_run_sections_times_a_sweep_that_failed(report, fake_sweep, tmp_path):
+  # Its members trained before one failed: that time is part of what the report cost.
+  calls, results = fake_sweep
+  results += [(30.0, counts(completed=1, failed=1))]
+  with pytest.raises(RuntimeError):
+    report.run_sections(str(tmp_path), [report.Section("a", "x.py", "eval/loss")], 2)
+  assert json.loads((tmp_path / report.TIMES).read_text()) == {"a": 30.0}

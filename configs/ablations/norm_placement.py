@@ -32,8 +32,9 @@ normalised members learn less than `none`.
   python -m rnn_research.compare runs/norm --metric=eval/mse_over_chance
 
 `norm_placement.py:tanh` runs the same sweep with a tanh RNN (nothing explodes; the dying-
-gradient side of the claim). Size: about 10 minutes on 2 CPU cores with 2 members in parallel
-(`vertical` runs time-major, ~1.3x slower per step, when it does not stop early);
+gradient side of the claim). Size, measured on 2 CPU cores with 2 members in parallel: about 6
+minutes with relu (most members diverge early) and 13 with tanh (none does; `vertical` runs
+time-major, about 3x slower per step);
 `:full` (or `:full,tanh`) trains 4x longer with 128 units (for a GPU).
 """
 import ml_collections
