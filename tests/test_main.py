@@ -100,6 +100,18 @@ def steps_on_disk(workdir: Path) -> list[int]:
   return sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
 
 
+def signal_after_checkpoint(proc, workdir, log, sig: int, timeout: float) -> None:
+  """Sends `sig` once `proc` has saved a checkpoint and waits for it to exit (killed if not)."""
+  try:
+    wait_for_checkpoint(proc, workdir, log)
+    proc.send_signal(sig)
+    proc.wait(timeout=timeout)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+
+
 def wait_for_checkpoint(proc: subprocess.Popen, workdir: Path, log: Path,
                         timeout: float = TIMEOUT) -> int:
   """Polls until a finalized checkpoint step exists; returns it (fails if `proc` ends first)."""
@@ -254,14 +266,7 @@ def test_resume_after_sigkill_is_exact(tmp_path):
   checked(cli("kalman", a, overrides))
 
   proc = popen("kalman", b, overrides, log)
-  try:
-    wait_for_checkpoint(proc, b, log)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait()
+  signal_after_checkpoint(proc, b, log, signal.SIGKILL, timeout=30)
   assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
   killed = read_status(str(b))
   assert killed["state"] == "running" and killed["step"] < steps, killed
@@ -290,14 +295,7 @@ def test_sigterm_preempts_and_rerun_completes(tmp_path):
                    train__diagnostics_every=steps)
   workdir, log = tmp_path / "run", tmp_path / "run.log"
   proc = popen("kalman", workdir, overrides, log)
-  try:
-    wait_for_checkpoint(proc, workdir, log)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait()
+  signal_after_checkpoint(proc, workdir, log, signal.SIGTERM, timeout=60)
   assert proc.returncode == 0, log.read_text()[-5000:]
   assert "SIGTERM" in log.read_text()
   status = read_status(str(workdir))
