@@ -62,6 +62,8 @@ SECTIONS = (
             ylim=(0.0, 2.0)),
     Section("norm_placement_tanh", "configs/ablations/norm_placement.py:tanh",
             "eval/mse_over_chance", ylim=(0.0, 2.0)),
+    Section("norm_placement_kalman", "configs/ablations/norm_placement.py:kalman",
+            "eval/mse_over_kalman", ylim=(0.95, 1.5)),
     Section("skips", "configs/ablations/skips.py", "eval/mse_over_chance", ylim=(0.0, 1.5)),
     Section("skips_grad_flow", "configs/ablations/skips.py",
             "grad_flow/ratio_first_last/layer_0", mode="max", sweep="skips"),

@@ -32,7 +32,9 @@ normalised members learn less than `none`.
   python -m rnn_research.compare runs/norm --metric=eval/mse_over_chance
 
 `norm_placement.py:tanh` runs the same sweep with a tanh RNN (nothing explodes; the dying-
-gradient side of the claim). Size, measured on 2 CPU cores with 2 members in parallel: about 6
+gradient side of the claim), and `norm_placement.py:kalman` on the `kalman` filtering problem
+(tanh, clipping on, 3000 steps), which the stack learns, so that the cost of streaming `layer`
+norm with running statistics and of mini norms at width 2 can be read (`eval/mse_over_kalman`). Size, measured on 2 CPU cores with 2 members in parallel: about 6
 minutes with relu (most members diverge early) and 13 with tanh (none does; `vertical` runs
 time-major, about 3x slower per step);
 `:full` (or `:full,tanh`) trains 4x longer with 128 units (for a GPU).
@@ -46,11 +48,17 @@ NORMS = ["none", "layer", "mini_layer", "mini_vertical", "vertical", "batch"]
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """`arg`: comma-separated options: small (default size) or full; tanh (σ, default relu)."""
+  """`arg`: comma-separated options: small (default size) or full; tanh (σ, default relu);
+  kalman (the linear-Gaussian filtering problem, tanh, clipping on: a problem the stack learns)."""
   opts = set(arg.split(",")) if arg else set()
-  if opts - {"small", "full", "tanh"}:
-    raise ValueError(f"norm_placement.py: unknown arg {arg!r}; valid: small, full, tanh")
+  if opts - {"small", "full", "tanh", "kalman"}:
+    raise ValueError(f"norm_placement.py: unknown arg {arg!r}; valid: small, full, tanh, kalman")
   full = "full" in opts
+  if "kalman" in opts:
+    config = default.for_task("kalman", cell="rnn", hidden_size=128 if full else 32,
+                              steps=12000 if full else 3000, batch_size=64)
+    config.model.num_layers = 3
+    return config
   config = default.for_task("adding", cell="rnn", hidden_size=128 if full else 32,
                             steps=24000 if full else 6000, batch_size=64)
   config.model.num_layers = 3
