@@ -27,7 +27,8 @@ def gradient_flow(graphdef: Any, params: Any, rest: Any, batch: dict[str, jax.Ar
   probes = jnp.zeros((len(model.layers), batch_size, steps, model.layers[-1].hidden_size))
 
   def loss(probes):
-    return loss_fn(model(batch["x"], batch["mask"], probes=probes), batch)
+    ys = model(batch["x"], batch["mask"], probes=probes, resets=batch.get("resets"))
+    return loss_fn(ys, batch)
 
   norms = jnp.linalg.norm(jax.grad(loss)(probes), axis=-1)  # [L, B, T]
   valid = batch["mask"].astype(norms.dtype)
@@ -65,4 +66,4 @@ def layer_grad_norms(grads: dict[str, Any]) -> dict[str, jax.Array]:
 def spectral_norms(params: dict[str, Any]) -> dict[str, float]:
   """{'weights/spectral_norm_layer_<l>': σ_max(W_h)} from a pure-dict of parameters."""
   return {f"weights/spectral_norm_layer_{l}": float(np.linalg.norm(np.asarray(p["w_h"]), 2))
-          for l, p in params["layers"].items()}
+          for l, p in params["layers"].items() if "w_h" in p}  # min cells have no W_h

@@ -21,6 +21,7 @@ from typing import Any
 
 import jax
 
+from rnn_research import parallel_scan
 from rnn_research.cells.base import Carry, Cell
 from rnn_research.step import project, recur
 from rnn_research.vjp import scan_custom_vjp
@@ -54,20 +55,28 @@ def strategy(engine: str, remat: bool = False, backend: str | None = None) -> St
 
 
 def run_layer(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array | None,
-              carry0: Carry, how: Strategy) -> tuple[jax.Array, Carry]:
+              carry0: Carry, how: Strategy, *, resets: jax.Array | None = None,
+              init: Carry | None = None,
+              rmask: jax.Array | None = None) -> tuple[jax.Array, Carry]:
   """One layer over a sequence, time-major: xs [T, B, F], mask [T, B] or None.
 
+  resets [T, B] (or None): the carry entering step t is `init` (zeros if None) where set.
+  rmask [B, H] (or None): the recurrent-dropout mask on h_{t-1} (see `step`).
   Returns ys [T, B, H] and the final carry.
   """
+  if not cell.recurrent:  # min_gru, min_lstm: no W_h, so rmask has nothing to act on
+    return parallel_scan.run(cell, p, xs, mask, carry0, resets=resets, init=init,
+                             remat=how.remat)
   if how.custom_vjp:
-    return scan_custom_vjp(cell, p, xs, mask, carry0, how)
+    return scan_custom_vjp(cell, p, xs, mask, carry0, how, resets, init, rmask)
 
   def body(carry, inputs):
-    u, m = inputs
-    return recur(cell, p, carry, u if how.hoist else project(p, u), m)
+    u, m, r = inputs
+    return recur(cell, p, carry, u if how.hoist else project(p, u), m, r=r, init=init,
+                 rmask=rmask)
 
   if how.remat:
     body = jax.checkpoint(body)
   inputs = project(p, xs) if how.hoist else xs
-  carry, ys = jax.lax.scan(body, carry0, (inputs, mask))
+  carry, ys = jax.lax.scan(body, carry0, (inputs, mask, resets))
   return ys, carry

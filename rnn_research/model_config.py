@@ -37,7 +37,8 @@ def model_defaults() -> ml_collections.ConfigDict:
   m.readout = "linear"
   # Hidden units of the `mlp` readout.
   m.readout_hidden = 64
-  # Normalisation placement (2.1.3): none, layer, mini_layer, mini_vertical, vertical, batch.
+  # Normalisation placement (2.1.3): none, layer, mini_layer, mini_vertical, vertical, batch,
+  # batch_per_step (Cooijmans et al. 2016: x W_x and h W_h, statistics per time step).
   m.norm = "none"
   # Which layers' outputs (or carries) are normalised: "all" or indices, e.g. "0,2".
   m.norm_layers = "all"
@@ -45,6 +46,8 @@ def model_defaults() -> ml_collections.ConfigDict:
   m.norm_eps = 1e-5
   # Momentum of the running statistics of `layer` and `batch` norms.
   m.norm_momentum = 0.99
+  # batch_per_step: running statistics are kept for steps t < T_max; later steps reuse T_max's.
+  m.norm_max_steps = 512
   # `layer` norm, full-sequence eval: running (training) statistics or the sequence's own.
   m.eval_norm_stats = "running"
   # Vertical skips (2.2.1, Fig 13.12): none, residual (h^(l) + h^(l-1)), dense (Graves 2013).
@@ -53,6 +56,23 @@ def model_defaults() -> ml_collections.ConfigDict:
   m.horizontal_skip = "none"
   # The span k >= 1 of horizontal skips.
   m.skip_span = 1
+  # Dropout rate on each layer's output h^(l) on its way up (not the top layer's); a fresh
+  # mask per step (Zaremba et al. 2014). Training only: off in eval and streaming.
+  m.dropout = 0.0
+  # Dropout rate on h_{t-1} where it enters W_h, one mask per sequence reused at every step
+  # (Gal & Ghahramani 2016). Training only.
+  m.recurrent_dropout = 0.0
+  # Also drop each layer's input x_t where it enters W_x with one mask per sequence at the
+  # `recurrent_dropout` rate (Gal & Ghahramani's full variational scheme).
+  m.recurrent_dropout_inputs = False
+  # Train h_0 (and c_0, ...) of every layer as parameters instead of starting from zeros.
+  m.learned_initial_state = False
+  # Honour a batch's `resets` [B, T] (a new episode starts: the carry restarts from h_0), so
+  # several episodes can be packed in one row; False runs straight through (the ablation).
+  m.resets = True
+  # A backward stack over each sequence's valid part, merged with the forward stack's top
+  # output: none, concat or sum. Non-causal: such a model cannot stream.
+  m.bidirectional = "none"
   # How the scan runs: auto (per backend), scan, scan_hoisted, vjp, vjp_hoisted.
   m.engine = "auto"
   # layer_major (one scan per layer, fastest) or time_major (one scan, all layers inside).
@@ -65,7 +85,11 @@ def model_defaults() -> ml_collections.ConfigDict:
 def resolve(config: Mapping[str, Any] | ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
   """Defaults overlaid with `config`; unknown keys fail with the list of valid keys."""
   merged = config_section.resolve(config, model_defaults(), "model")
-  for key in ("hidden_size", "num_layers", "mlp_hidden", "readout_hidden", "skip_span"):
+  for key in ("hidden_size", "num_layers", "mlp_hidden", "readout_hidden", "skip_span",
+              "norm_max_steps"):
     if merged[key] < 1:
       raise ValueError(f"config.model.{key} must be a positive integer, got {merged[key]!r}")
+  for key in ("dropout", "recurrent_dropout"):
+    if not 0.0 <= merged[key] < 1.0:
+      raise ValueError(f"config.model.{key} must be in [0, 1), got {merged[key]!r}")
   return merged

@@ -1,9 +1,14 @@
 """One recurrent step, the piece every execution path shares (engine, streaming, time-major).
 
   zx_t = x_t W_x + b                       input projection, [B, G*H]
-  zh_t = h_{t-1} W_h                       recurrent projection, [B, G*H]
+  carry_{t-1} <- init  where r_t            a reset starts a new episode (Haiku's ResetCore)
+  zh_t = (h_{t-1} ⊙ d) W_h                 recurrent projection, [B, G*H]; d is the
+                                           recurrent-dropout mask [B, H] (Gal & Ghahramani
+                                           2016: one mask per sequence), 1 without dropout
   (carry_t, y_t) = pointwise(pw, zx_t + zh_t, zh_t[..., zh_columns], carry_{t-1})
   past a sequence's end (m_t false): carry_t = carry_{t-1}, y_t = 0.
+With `batch_per_step` norm, zx_t and zh_t are each batch-normalised (`norms/batch_per_step.py`)
+and, in training, y_t comes with the step's batch statistics: (y_t, stats_t).
 """
 from __future__ import annotations
 
@@ -32,16 +37,43 @@ def masked_pointwise(cell: Cell, pw: dict[str, jax.Array], z: jax.Array, zh: jax
   return new, jnp.where(keep, y, jnp.zeros_like(y))
 
 
+def reset(carry: Carry, r: jax.Array | None, init: Carry | None) -> Carry:
+  """carry <- init (zeros if None) in the rows where r [B] is True."""
+  if r is None:
+    return carry
+  init = tuple(jnp.zeros_like(c) for c in carry) if init is None else init
+  return tuple(jnp.where(r[:, None], i, c) for i, c in zip(init, carry))
+
+
+def recurrent_input(carry: Carry, rmask: jax.Array | None) -> jax.Array:
+  """The h_{t-1} that enters W_h: h ⊙ d with the recurrent-dropout mask d [B, H]."""
+  return carry[0] if rmask is None else carry[0] * rmask
+
+
 def recur(cell: Cell, p: dict[str, Any], carry: Carry, zx: jax.Array, m: jax.Array | None,
-          probe: jax.Array | None = None) -> tuple[Carry, jax.Array]:
-  """One step given its input projection zx [B, G*H]."""
-  zh = carry[0] @ p["w_h"]
+          probe: jax.Array | None = None, *, r: jax.Array | None = None,
+          init: Carry | None = None, rmask: jax.Array | None = None) -> tuple[Carry, jax.Array]:
+  """One step given its input projection zx [B, G*H]; r [B] resets, rmask [B, H] dropout."""
+  carry = reset(carry, r, init)
+  zh = recurrent_input(carry, rmask) @ p["w_h"] if "w_h" in p else None  # None: no W_h
+  stats = None
+  if "bn" in p:  # batch_per_step: z = BN_t(x W_x) + BN_t(h W_h) + b; the counter is last
+    carry, count = carry[:-1], carry[-1]
+    zx, zh, stats = cell.step_norm.normalize(p["bn"], zx, zh, m, count)
+    zx = zx + p["b"]
   cols = cell.zh_columns()
-  return masked_pointwise(cell, p["pw"], zx + zh, None if cols is None else zh[..., cols],
-                          carry, m, probe)
+  new, y = masked_pointwise(cell, p["pw"], zx if zh is None else zx + zh,
+                            None if cols is None or zh is None else zh[..., cols], carry, m, probe)
+  if "bn" not in p:
+    return new, y
+  new += (count + (1.0 if m is None else m[:, None].astype(count.dtype)),)
+  return new, (y if stats is None else (y, stats))
 
 
 def cell_step(cell: Cell, p: dict[str, Any], carry: Carry, x: jax.Array, m: jax.Array | None,
-              probe: jax.Array | None = None) -> tuple[Carry, jax.Array]:
-  """One whole step from x_t [B, F] -> (carry_t, y_t [B, H]); `probe` [B, H] is added to h_t."""
-  return recur(cell, p, carry, project(p, x), m, probe)
+              probe: jax.Array | None = None, **kw: Any) -> tuple[Carry, jax.Array]:
+  """One whole step from x_t [B, F] -> (carry_t, y_t [B, H]); `probe` [B, H] is added to h_t.
+
+  `kw`: r, init, rmask of `recur`.
+  """
+  return recur(cell, p, carry, project(p, x), m, probe, **kw)

@@ -50,12 +50,19 @@ def _check_train(cfg: Any) -> None:
 
 
 def train_step_fn(graphdef: Any, task: Any, tx: optax.GradientTransformation):
-  """The pure step (state, batch) -> (state, metrics); jit it, or vmap it over seeds."""
+  """The pure step (state, batch, seed) -> (state, metrics); jit it, or vmap it over seeds.
 
-  def train_step(state: dict[str, Any], batch: dict[str, jax.Array]):
+  Dropout draws from fold_in(PRNGKey(seed), step): like the data, a pure function of (seed,
+  step), so a resumed run repeats exactly the masks an uninterrupted one would draw.
+  """
+
+  def train_step(state: dict[str, Any], batch: dict[str, jax.Array], seed: jax.Array):
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), state["step"])
+
     def loss_fn(params):
       model = nnx.merge(graphdef, params, state["rest"])
-      loss = task.loss(model(batch["x"], batch["mask"]), batch)
+      ys = model(batch["x"], batch["mask"], resets=batch.get("resets"), key=key)
+      loss = task.loss(ys, batch)
       return loss, nnx.split(model, nnx.Param, ...)[2].to_pure_dict()
 
     (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
@@ -70,7 +77,7 @@ def train_step_fn(graphdef: Any, task: Any, tx: optax.GradientTransformation):
 
 
 def make_train_step(graphdef: Any, task: Any, tx: optax.GradientTransformation):
-  """The jitted pure step: (state, batch) -> (state, metrics)."""
+  """The jitted pure step: (state, batch, seed) -> (state, metrics)."""
   return jax.jit(train_step_fn(graphdef, task, tx))
 
 
@@ -90,16 +97,16 @@ def _sigterm_flag() -> Iterator[dict[str, bool]]:
 
 
 def make_predict(graphdef: Any, state: dict[str, Any]):
-  """The jitted eval-mode call (params, rest, x, mask) -> ys; compiled once per run."""
+  """The jitted eval-mode call (params, rest, x, mask, resets) -> ys; compiled once per run."""
   model = nnx.merge(graphdef, state["params"], state["rest"])
   model.eval()
   eval_graph = nnx.split(model, nnx.Param, ...)[0]
-  return jax.jit(lambda p, r, x, m: nnx.merge(eval_graph, p, r)(x, m))
+  return jax.jit(lambda p, r, x, m, rs: nnx.merge(eval_graph, p, r)(x, m, resets=rs))
 
 
 def _evaluate(task: Any, predict: Any, state: dict[str, Any]) -> dict[str, float]:
-  return task.evaluate(
-      lambda b: np.asarray(predict(state["params"], state["rest"], b["x"], b["mask"])))
+  return task.evaluate(lambda b: np.asarray(
+      predict(state["params"], state["rest"], b["x"], b["mask"], b.get("resets"))))
 
 
 def init_state(config: ml_collections.ConfigDict):
@@ -245,13 +252,15 @@ def _loop(runs: list[_Run], graphdef, tx, states) -> None:
   if mesh is not None:
     state = data_parallel.replicate(mesh, state)
   live = list(runs)
+  seeds = np.array([run.config.train.seed for run in runs] if group else runs[0].config.train.seed,
+                   np.uint32)
   with _sigterm_flag() as sigterm:
     tick, timed = time.time(), 0  # steps/s leaves out the first step, which compiles
     for step in range(start, cfg.steps):
       batch = _stack([run.task.train_batch(step) for run in runs])
       if mesh is not None:
         batch = data_parallel.shard_batch(mesh, batch, axis=int(group))
-      state, out = train_step(state, batch)
+      state, out = train_step(state, batch, seeds)
       out = jax.device_get(out)  # one transfer a step
       done, timed = step + 1, timed + 1
       if step == start and done % cfg.log_every:

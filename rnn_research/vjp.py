@@ -5,7 +5,7 @@ the reverse scan carries only d(carry) and the pointwise parameters' gradient, a
 
   dz_t  = d pointwise / d z_t                     [T, B, G*H]   (= dzx_t, and part of dzh_t)
   de_t  = d pointwise / d zh_t[..., cols]         [T, B, |cols|] (the GRU's reset path)
-  dh_{t-1} += dz_t W_h^T + de_t W_h[:, cols]^T
+  dh_{t-1} += (dz_t W_h^T + de_t W_h[:, cols]^T) ⊙ d        (d: recurrent-dropout mask)
 
 after which dW_h = sum_t h_{t-1}^T dz_t (+ sum_t h_{t-1}^T de_t in the columns `cols`),
 dW_x = sum_t x_t^T dz_t, db = sum_t dz_t and dX = dz W_x^T are each one GEMM over all steps.
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_research.cells.base import Carry, Cell
-from rnn_research.step import masked_pointwise, project
+from rnn_research.step import masked_pointwise, project, recurrent_input, reset
 
 
 def _sum_outer(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -32,43 +32,53 @@ def _sum_outer(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def scan_custom_vjp(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array | None,
-                    carry0: Carry, how: Any) -> tuple[jax.Array, Carry]:
-  """As `engine.run_layer` (xs [T, B, F] -> ys [T, B, H], final carry), custom backward."""
+                    carry0: Carry, how: Any, resets: jax.Array | None = None,
+                    init: Carry | None = None,
+                    rmask: jax.Array | None = None) -> tuple[jax.Array, Carry]:
+  """As `engine.run_layer` (xs [T, B, F] -> ys [T, B, H], final carry), custom backward.
+
+  With resets [T, B] the reverse scan routes d(carry) at a reset into d(init); with the
+  recurrent-dropout mask rmask [B, H], h_{t-1} ⊙ rmask is what enters W_h (and dW_h).
+  """
   cols = cell.zh_columns()
   needs_zh = cols is not None
+  if resets is not None and init is None:
+    init = tuple(jnp.zeros_like(c) for c in carry0)
 
-  def forward(p, xs, mask, carry0):
+  def forward(p, xs, mask, carry0, resets, init, rmask):
     def body(carry, inputs):
-      u, m = inputs
+      u, m, r = inputs
+      carry = reset(carry, r, init)
       zx = u if how.hoist else project(p, u)
-      zh = carry[0] @ p["w_h"]
+      zh = recurrent_input(carry, rmask) @ p["w_h"]
       z = zx + zh
       extra = zh[..., cols] if needs_zh else None
       new, y = masked_pointwise(cell, p["pw"], z, extra, carry, m)
       return new, (y, (carry,) if how.remat else (carry, z, extra))  # extra: None unless zh
 
-    carry, (ys, saved) = jax.lax.scan(body, carry0, (project(p, xs) if how.hoist else xs, mask))
+    xs_in = project(p, xs) if how.hoist else xs
+    carry, (ys, saved) = jax.lax.scan(body, carry0, (xs_in, mask, resets))
     return (ys, carry), saved
 
   @jax.custom_vjp
-  def layer(p, xs, mask, carry0):
-    return forward(p, xs, mask, carry0)[0]
+  def layer(p, xs, mask, carry0, resets, init, rmask):
+    return forward(p, xs, mask, carry0, resets, init, rmask)[0]
 
-  def layer_fwd(p, xs, mask, carry0):
-    out, saved = forward(p, xs, mask, carry0)
-    return out, (p, xs, mask, saved)
+  def layer_fwd(p, xs, mask, carry0, resets, init, rmask):
+    out, saved = forward(p, xs, mask, carry0, resets, init, rmask)
+    return out, (p, xs, mask, resets, init, rmask, saved)
 
   def layer_bwd(res, cotangents):
-    p, xs, mask, saved = res
+    p, xs, mask, resets, init, rmask, saved = res
     dys, dcarry_last = cotangents
     w_h = p["w_h"]
 
     def body(state, inputs):
-      dcarry, dpw = state
-      dy, m, x, sv = inputs
-      carry_prev = sv[0]
+      dcarry, dpw, dinit = state
+      dy, m, r, x, sv = inputs
+      carry_prev = sv[0]  # after the reset
       if how.remat:
-        zh = carry_prev[0] @ w_h
+        zh = recurrent_input(carry_prev, rmask) @ w_h
         z = project(p, x) + zh
         extra = zh[..., cols] if needs_zh else None
       else:
@@ -77,23 +87,31 @@ def scan_custom_vjp(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Arra
       _, pullback = jax.vjp(lambda pw, z, e, c: masked_pointwise(cell, pw, z, e, c, m),
                             p["pw"], z, extra, carry_prev)
       dpw_t, dz, de, dcarry_prev = pullback((dcarry, dy))  # de is None unless needs_zh
-      dh_prev = dcarry_prev[0] + dz @ w_h.T
+      dh_in = dz @ w_h.T
       if needs_zh:
-        dh_prev = dh_prev + de @ w_h[:, cols].T
+        dh_in = dh_in + de @ w_h[:, cols].T
+      dcarry_prev = (dcarry_prev[0] + (dh_in if rmask is None else dh_in * rmask),
+                     ) + tuple(dcarry_prev[1:])
+      if r is not None:
+        keep = r[:, None]
+        dinit = tuple(a + jnp.where(keep, d, 0.0) for a, d in zip(dinit, dcarry_prev))
+        dcarry_prev = tuple(jnp.where(keep, 0.0, d) for d in dcarry_prev)
       dpw = jax.tree.map(jnp.add, dpw, dpw_t)
-      return ((dh_prev,) + tuple(dcarry_prev[1:]), dpw), (dz, de)
+      return (dcarry_prev, dpw, dinit), (dz, de)
 
     dpw0 = jax.tree.map(jnp.zeros_like, p["pw"])
-    (dcarry0, dpw), dzs = jax.lax.scan(body, (tuple(dcarry_last), dpw0),
-                                       (dys, mask, xs, saved), reverse=True)
+    dinit0 = None if init is None else tuple(jnp.zeros_like(i) for i in init)
+    (dcarry0, dpw, dinit), dzs = jax.lax.scan(
+        body, (tuple(dcarry_last), dpw0, dinit0), (dys, mask, resets, xs, saved), reverse=True)
     dz, de = dzs
-    h_prev = saved[0][0]
-    dw_h = _sum_outer(h_prev, dz)
+    h_in = recurrent_input(saved[0], rmask)
+    dw_h = _sum_outer(h_in, dz)
     if needs_zh:
-      dw_h = dw_h.at[:, cols].add(_sum_outer(h_prev, de))
+      dw_h = dw_h.at[:, cols].add(_sum_outer(h_in, de))
     grads = {"w_x": _sum_outer(xs, dz), "b": dz.sum(axis=(0, 1)), "w_h": dw_h, "pw": dpw}
     dcarry0 = tuple(d.astype(c.dtype) for d, c in zip(dcarry0, saved[0]))
-    return grads, (dz @ p["w_x"].T).astype(xs.dtype), None, dcarry0
+    drmask = None if rmask is None else jnp.zeros_like(rmask)  # a sample, not a parameter
+    return grads, (dz @ p["w_x"].T).astype(xs.dtype), None, dcarry0, None, dinit, drmask
 
   layer.defvjp(layer_fwd, layer_bwd)
-  return layer(p, xs, mask, tuple(carry0))
+  return layer(p, xs, mask, tuple(carry0), resets, init, rmask)

@@ -53,13 +53,13 @@ def measure(cell: str, hidden: int, k: int, steps: int, reps: int) -> tuple[floa
     for i in range(k):
       state = states[i]
       for s in range(steps):
-        state, out = single(state, batches[i][s])
+        state, out = single(state, batches[i][s], np.uint32(i))
     return out
 
   def vmapped():
     state, out = stacked, None
     for s in range(steps):
-      state, out = batched(state, stacked_batches[s])
+      state, out = batched(state, stacked_batches[s], np.arange(k, dtype=np.uint32))
     return out
 
   return k * steps / _time(sequential, reps), k * steps / _time(vmapped, reps)

@@ -29,10 +29,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from rnn_research.activations import ACTIVATIONS
 from rnn_research.initializers import RECURRENT_INITS, blocks, input_init
+from rnn_research.norms.batch_per_step import StepBatchNorm
 from rnn_research.norms.features import normalize_features
 from rnn_research.registry import Registry
 
@@ -47,18 +49,25 @@ class Cell(nnx.Module):
 
   Attributes:
     hidden_size: H, width of h_t (the output y_t).
+    recurrent: False for cells with no W_h (gates of x_t only, `min_cells`): `weights()` has no
+      "w_h" and `engine.run_layer` runs them by `parallel_scan`.
   """
 
+  recurrent: bool = True
+
   def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs, *, num_gates: int,
-               gate_width: int | None = None, carry_norm: bool = False):
+               gate_width: int | None = None, carry_norm: bool = False,
+               recurrent: bool = True):
     self.in_features = in_features
+    self.recurrent = recurrent
     self.hidden_size = cfg.hidden_size
     self.activation = ACTIVATIONS.get(cfg.activation)
     width = cfg.hidden_size if gate_width is None else gate_width
     init = RECURRENT_INITS.get(cfg.recurrent_init)
     self.w_x = nnx.Param(input_init(rngs.params(), (in_features, num_gates * width)))
-    self.w_h = nnx.Param(blocks(init, rngs.params(), cfg.hidden_size, width, num_gates,
-                                cfg.recurrent_scale))
+    if recurrent:
+      self.w_h = nnx.Param(blocks(init, rngs.params(), cfg.hidden_size, width, num_gates,
+                                  cfg.recurrent_scale))
     self.b = nnx.Param(jnp.zeros((num_gates * width,), jnp.float32))
     if cfg.horizontal_skip not in HORIZONTAL_SKIPS:
       raise ValueError(f"unknown horizontal_skip {cfg.horizontal_skip!r}; valid choices: "
@@ -71,30 +80,57 @@ class Cell(nnx.Module):
     if carry_norm:
       self.carry_gain = nnx.Param(jnp.ones((cfg.hidden_size,)))
       self.carry_bias = nnx.Param(jnp.zeros((cfg.hidden_size,)))
+    self.learned_init = cfg.learned_initial_state
+    if self.learned_init:  # (h_0, c_0, ...) concatenated, trained from zeros
+      self.carry_init = nnx.Param(jnp.zeros((sum(self.carry_widths()),)))
+    self.step_norm = nnx.data(None)
+
+  def attach_step_norm(self, cfg: Any) -> None:
+    """Adds the `batch_per_step` norm of both projections (`norms/batch_per_step.py`); its
+    step counter becomes the last carry member."""
+    if not self.recurrent:
+      raise ValueError("norm='batch_per_step' normalises h_{t-1} W_h, and this cell has no W_h; "
+                       "use norm='layer', 'mini_layer' or 'batch'")
+    self.step_norm = StepBatchNorm(self.w_x.shape[1], cfg.norm_max_steps, cfg.norm_eps,
+                                   cfg.norm_momentum)
 
   def extra_params(self) -> dict[str, jax.Array]:
     """The `pw` argument of `pointwise`: the cell's parameters beyond W_x, b, W_h."""
     return {}
 
   def weights(self) -> dict[str, Any]:
-    """Raw arrays {w_x, b, w_h, pw} for the engine's pure functions."""
+    """Raw arrays {w_x, b, w_h, pw} (and `bn`, the batch_per_step norm's) for the engine's
+    pure functions."""
     pw = self.extra_params()
     if self.skip == "learned":
       pw = {**pw, "w_skip": self.w_skip[...]}
     if self.carry_norm_eps is not None:
       pw = {**pw, "carry_gain": self.carry_gain[...], "carry_bias": self.carry_bias[...]}
-    return {"w_x": self.w_x[...], "b": self.b[...], "w_h": self.w_h[...], "pw": pw}
+    out = {"w_x": self.w_x[...], "b": self.b[...], "pw": pw}
+    if self.recurrent:
+      out["w_h"] = self.w_h[...]
+    if self.step_norm is not None:
+      out["bn"] = self.step_norm.arrays()
+    return out
 
   def carry_widths(self) -> tuple[int, ...]:
     """Widths of the carry's members; the first is h."""
     return (self.hidden_size,)
 
   def initial_carry(self, batch_size: int, dtype=jnp.float32) -> Carry:
-    """h_0 = 0 (eq. 13.1), every other carry member 0, and the skip history h_{1-k..0} = 0."""
+    """h_0 = 0 (eq. 13.1) and every other carry member 0, or the learned (h_0, c_0, ...) with
+    `learned_initial_state`; the skip history h_{1-k..0} is always 0. Each is [B, width]."""
     widths = self.carry_widths()
+    if self.learned_init:
+      parts = jnp.split(self.carry_init[...].astype(dtype), np.cumsum(widths)[:-1])
+      carry = tuple(jnp.broadcast_to(v, (batch_size, w)) for v, w in zip(parts, widths))
+    else:
+      carry = tuple(jnp.zeros((batch_size, w), dtype) for w in widths)
     if self.skip != "none":
-      widths += (self.skip_span * self.hidden_size,)
-    return tuple(jnp.zeros((batch_size, w), dtype) for w in widths)
+      carry += (jnp.zeros((batch_size, self.skip_span * self.hidden_size), dtype),)
+    if self.step_norm is not None:  # the step index t of `batch_per_step`
+      carry += (jnp.zeros((batch_size, 1), dtype),)
+    return carry
 
   def step_pointwise(self, pw: dict[str, jax.Array], z: jax.Array, zh: jax.Array | None,
                      carry: Carry, probe: jax.Array | None = None) -> tuple[Carry, jax.Array]:

@@ -7,6 +7,7 @@
 | `mini_vertical` (Fig 13.10) | the carry into the next step | one vector, features, per step | features.py, cells/base.py |
 | `vertical` (Fig 13.11) | the carries, across layers | L vectors at one step, per feature | vertical.py |
 | `batch` | between layers | valid (batch, time) positions, per feature | batch.py |
+| `batch_per_step` (Cooijmans et al. 2016) | x W_x and h W_h inside the step | valid batch rows at each step t, per feature | batch_per_step.py |
 """
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from typing import Any
 from flax import nnx
 
 from rnn_research.norms.batch import MaskedBatchNorm
+from rnn_research.norms.batch_per_step import StepBatchNorm
 from rnn_research.norms.features import MiniLayerNorm, normalize_features
 from rnn_research.norms.sequence_layer import EVAL_NORM_STATS, SequenceLayerNorm
 from rnn_research.norms.vertical import VerticalNorm
 
-NORMS = ("none", "layer", "mini_layer", "mini_vertical", "vertical", "batch")
+NORMS = ("none", "layer", "mini_layer", "mini_vertical", "vertical", "batch", "batch_per_step")
 BETWEEN_LAYERS = ("layer", "mini_layer", "batch")
 
 
@@ -47,5 +49,5 @@ def between_layers(cfg: Any, width: int) -> nnx.Module:
 
 
 __all__ = ["BETWEEN_LAYERS", "EVAL_NORM_STATS", "NORMS", "MaskedBatchNorm", "MiniLayerNorm",
-           "SequenceLayerNorm", "VerticalNorm", "between_layers", "norm_layers",
+           "SequenceLayerNorm", "StepBatchNorm", "VerticalNorm", "between_layers", "norm_layers",
            "normalize_features"]

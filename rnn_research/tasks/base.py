@@ -11,7 +11,8 @@ A task is a problem of the lecture's section 5 (filtering, generation) or a prob
 
 where a batch holds `x` float32 [B, T, F], `y` (float32 [B, T, O] or int32 [B, T] class ids),
 `mask` bool [B, T] (valid positions, fed to the model) and `weight` float32 [B, T] (where the
-loss counts; 0 wherever mask is 0). Eval batches all have B = batch_size (the last one padded
+loss counts; 0 wherever mask is 0), and with `pack` > 1 `resets` bool [B, T] (where a packed
+episode starts, fed to the model). Eval batches all have B = batch_size (the last one padded
 with rows whose mask and weight are 0), so a jitted `predict` compiles once.
 
 A subclass implements `defaults()`, `sample(rng, n)` (n training examples) and `metrics`, and
@@ -72,6 +73,9 @@ class Task:
     c = ml_collections.ConfigDict()
     # Task name in the TASKS registry.
     c.name = cls.name
+    # Episodes per training row, end to end, with `resets` marking where each starts
+    # (config.model.resets decides whether the model honours them); eval stays one per row.
+    c.pack = 1
     if held_out is not None:
       # Number of held-out sequences.
       c.eval_size = held_out
@@ -92,6 +96,7 @@ class Task:
         raise ValueError(f"{key} must be an integer >= {1 if key == 'batch_size' else 0}, "
                          f"got {value!r}")
     self.cfg = resolve_config(cfg, self.defaults())
+    check_range(self.cfg, "pack", 1)
     self.batch_size = int(batch_size)
     self.seed = int(seed)
     self._eval: Batch = {}
@@ -105,7 +110,10 @@ class Task:
     """The training batch of `step`: the same (seed, step) always gives the same arrays."""
     if not isinstance(step, numbers.Integral) or step < 0:
       raise ValueError(f"step must be an integer >= 0, got {step!r}")
-    return self.sample(batching.train_rng(self.seed, int(step)), self.batch_size)
+    rng, pack = batching.train_rng(self.seed, int(step)), self.cfg.pack
+    if pack == 1:
+      return self.sample(rng, self.batch_size)
+    return batching.pack(self.sample(rng, self.batch_size * pack), pack)
 
   def _set_eval(self, data: Batch) -> None:
     """Stores the held-out set (unpadded) and its read-only, padded batches."""

@@ -73,3 +73,16 @@ def split_batches(data: Batch, batch_size: int) -> list[Batch]:
       chunk[key] = part
     out.append(freeze(chunk))
   return out
+
+
+def pack(data: Batch, k: int) -> Batch:
+  """n = B * k examples [n, T, ...] -> B rows [B, k * T, ...] of k episodes end to end, plus
+  `resets` bool [B, k * T], True where an episode starts (t = 0, T, 2T, ...)."""
+  n, steps = data["x"].shape[:2]
+  if n % k:
+    raise ValueError(f"cannot pack {n} examples into rows of {k}")
+  out = {key: np.ascontiguousarray(v.reshape((n // k, k * steps) + v.shape[2:]))
+         for key, v in data.items()}
+  out["resets"] = np.zeros((n // k, k * steps), bool)
+  out["resets"][:, ::steps] = True
+  return out

@@ -1,0 +1,84 @@
+"""One layer of a linear-recurrence cell (`Cell.recurrent` False) over time by associative scan.
+
+For the cells of `rnn_research.cells.min_cells` every step is affine in the carry,
+
+  h_t = a_t ⊙ h_{t-1} + b_t,          (a_t, b_t) = cell.coefficients(x_t W_x + b),
+
+and affine maps compose associatively: applying (a1, b1) then (a2, b2) is
+
+  (a1, b1) • (a2, b2) = (a1 ⊙ a2, a2 ⊙ b1 + b2),
+
+so `jax.lax.associative_scan` gives every h_t in O(log T) depth. The sequential path
+(`step.recur` -> `Cell.pointwise`) computes the same numbers step by step; this module only
+rewrites the engine's semantics as per-step coefficients:
+
+  mask m_t False (past a sequence's end): the carry is frozen, a_t = 1, b_t = 0, and y_t = 0;
+  reset r_t True (Haiku's ResetCore): the carry entering step t is `init` (zeros if None), so
+    the step no longer reads h_{t-1}: a_t' = 0, b_t' = b_t + a_t ⊙ init_h (after the mask, so a
+    reset at a padded step leaves the carry at init, as in the sequential path);
+  carry0 h_0 enters as the first element's offset: b_0' = b_0 + a_0' ⊙ h_0.
+
+Then h_t = B_t, the b part of (a_0', b_0') • ... • (a_t', b_t'). Gradients are plain autodiff of
+the scan; `remat` wraps the whole layer in `jax.checkpoint`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rnn_research.cells.base import Carry, Cell
+from rnn_research.step import project
+
+
+def combine(first: tuple[jax.Array, jax.Array],
+            second: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+  """(a1, b1) then (a2, b2): h -> a2 ⊙ (a1 ⊙ h + b1) + b2 = (a1 a2) ⊙ h + (a2 b1 + b2)."""
+  a1, b1 = first
+  a2, b2 = second
+  return a1 * a2, a2 * b1 + b2
+
+
+def coefficients(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array | None,
+                 resets: jax.Array | None = None, init: Carry | None = None,
+                 ) -> tuple[jax.Array, jax.Array]:
+  """Per-step (a_t', b_t') [T, B, H] with the mask and the resets folded in (module docstring)."""
+  a, b = cell.coefficients(project(p, xs))
+  if mask is not None:
+    keep = mask[..., None]
+    a = jnp.where(keep, a, jnp.ones_like(a))
+    b = jnp.where(keep, b, jnp.zeros_like(b))
+  if resets is not None:
+    r = resets[..., None]
+    if init is not None:
+      b = jnp.where(r, b + a * jnp.asarray(init[0], a.dtype), b)
+    a = jnp.where(r, jnp.zeros_like(a), a)
+  return a, b
+
+
+def run(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array | None, carry0: Carry, *,
+        resets: jax.Array | None = None, init: Carry | None = None,
+        remat: bool = False) -> tuple[jax.Array, Carry]:
+  """As `engine.run_layer`: xs [T, B, F], mask [T, B] bool or None, carry0 = (h_0 [B, H],),
+  resets [T, B] bool or None, init a carry ((h [B, H] or [H],)) or None (zeros)
+  -> (ys [T, B, H], (h_T,)), ys 0 where mask is False."""
+  if cell.recurrent:
+    raise ValueError(f"{type(cell).__name__} has a recurrent matrix W_h; parallel_scan runs "
+                     "only linear-recurrence cells (min_gru, min_lstm)")
+  if len(carry0) != 1:
+    raise ValueError(f"parallel_scan expects the carry (h,), got {len(carry0)} members")
+
+  def layer(p, xs, mask, resets, init, h0):
+    if xs.shape[0] == 0:
+      return jnp.zeros(xs.shape[:2] + h0.shape[-1:], h0.dtype), h0
+    a, b = coefficients(cell, p, xs, mask, resets, init)
+    b = b.at[0].add(a[0] * h0)
+    _, hs = jax.lax.associative_scan(combine, (a, b), axis=0)
+    ys = hs if mask is None else jnp.where(mask[..., None], hs, jnp.zeros_like(hs))
+    return ys, hs[-1]
+
+  if remat:
+    layer = jax.checkpoint(layer)
+  ys, h_last = layer(p, xs, mask, resets, init, carry0[0])
+  return ys, (h_last,)
