@@ -11,6 +11,10 @@ Strategies (`config.model.engine`):
   vjp_hoisted   as `vjp` with the hoisted forward projection.
   auto          per backend, by measurement (see README's benchmark): `vjp` on CPU;
                 `vjp_hoisted` on GPU/TPU, where the hoisted GEMM is the classic win (cuDNN).
+  associative   min_gru / min_lstm only: `jax.lax.associative_scan` (depth O(log T)).
+Cells without W_h (min_gru, min_lstm) are linear recurrences, run by `parallel_scan`: by
+associative scan under `associative` (and `auto` on GPU/TPU), else by a sequential scan of the
+same elementwise recurrence (`auto` on CPU, where it measured faster at every T).
 `remat` recomputes the step in the backward pass (autodiff: `jax.checkpoint` on the step; vjp:
 only the carries are stored and z_t is recomputed in the reverse scan).
 """
@@ -26,7 +30,7 @@ from rnn_research.cells.base import Carry, Cell
 from rnn_research.step import project, recur
 from rnn_research.vjp import scan_custom_vjp
 
-ENGINES = ("auto", "scan", "scan_hoisted", "vjp", "vjp_hoisted")
+ENGINES = ("auto", "scan", "scan_hoisted", "vjp", "vjp_hoisted", "associative")
 _AUTO = {"cpu": "vjp"}
 _AUTO_ACCELERATOR = "vjp_hoisted"
 
@@ -37,21 +41,25 @@ class Strategy:
     hoist: compute x W_x + b for all steps as one GEMM before the scan.
     custom_vjp: use the custom backward of `rnn_research.vjp`.
     remat: recompute instead of store for the backward pass.
+    associative: run linear-recurrence cells (no W_h) by associative scan.
   """
 
   hoist: bool = False
   custom_vjp: bool = False
   remat: bool = False
+  associative: bool = False
 
 
 def strategy(engine: str, remat: bool = False, backend: str | None = None) -> Strategy:
   """The `Strategy` for `config.model.engine` on `backend` (default: JAX's default backend)."""
   if engine not in ENGINES:
     raise ValueError(f"unknown engine {engine!r}; valid choices: {', '.join(ENGINES)}")
+  accelerator = (backend or jax.default_backend()) not in _AUTO
+  associative = engine == "associative" or (engine == "auto" and accelerator)
   if engine == "auto":
     engine = _AUTO.get(backend or jax.default_backend(), _AUTO_ACCELERATOR)
   return Strategy(hoist=engine.endswith("hoisted"), custom_vjp=engine.startswith("vjp"),
-                  remat=bool(remat))
+                  remat=bool(remat), associative=associative)
 
 
 def run_layer(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array | None,
@@ -66,7 +74,7 @@ def run_layer(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array | No
   """
   if not cell.recurrent:  # min_gru, min_lstm: no W_h, so rmask has nothing to act on
     return parallel_scan.run(cell, p, xs, mask, carry0, resets=resets, init=init,
-                             remat=how.remat)
+                             remat=how.remat, associative=how.associative)
   if how.custom_vjp:
     return scan_custom_vjp(cell, p, xs, mask, carry0, how, resets, init, rmask)
 

@@ -67,6 +67,9 @@ class RecurrentStack(nnx.Module):
                        f"{', '.join(BIDIRECTIONAL)}")
     cell_cls = CELLS.get(cfg.cell)
     _check_choices(cfg)
+    if cfg.engine == "associative" and cell_cls.recurrent:
+      raise ValueError(f"engine='associative' runs linear-recurrence cells only (min_gru, "
+                       f"min_lstm); cell={cfg.cell!r} has W_h: use engine='auto'")
     if cfg.transition != "linear" and cfg.cell != "rnn":
       raise ValueError(f"transition={cfg.transition!r} is defined for cell='rnn' only "
                        f"(got cell={cfg.cell!r}); use transition='linear'")

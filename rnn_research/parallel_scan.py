@@ -1,5 +1,8 @@
 """One layer of a linear-recurrence cell (`Cell.recurrent` False) over time by associative scan.
 
+(Or, with `associative=False`, by a sequential `lax.scan` of the same elementwise recurrence:
+on XLA:CPU that measured faster at every T, see README.)
+
 For the cells of `rnn_research.cells.min_cells` every step is affine in the carry,
 
   h_t = a_t ⊙ h_{t-1} + b_t,          (a_t, b_t) = cell.coefficients(x_t W_x + b),
@@ -59,7 +62,7 @@ def coefficients(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array |
 
 def run(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array | None, carry0: Carry, *,
         resets: jax.Array | None = None, init: Carry | None = None,
-        remat: bool = False) -> tuple[jax.Array, Carry]:
+        remat: bool = False, associative: bool = True) -> tuple[jax.Array, Carry]:
   """As `engine.run_layer`: xs [T, B, F], mask [T, B] bool or None, carry0 = (h_0 [B, H],),
   resets [T, B] bool or None, init a carry ((h [B, H] or [H],)) or None (zeros)
   -> (ys [T, B, H], (h_T,)), ys 0 where mask is False."""
@@ -74,7 +77,10 @@ def run(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array | None, ca
       return jnp.zeros(xs.shape[:2] + h0.shape[-1:], h0.dtype), h0
     a, b = coefficients(cell, p, xs, mask, resets, init)
     b = b.at[0].add(a[0] * h0)
-    _, hs = jax.lax.associative_scan(combine, (a, b), axis=0)
+    if associative:
+      _, hs = jax.lax.associative_scan(combine, (a, b), axis=0)
+    else:
+      hs = jax.lax.scan(lambda h, ab: (ab[0] * h + ab[1],) * 2, jnp.zeros_like(h0), (a, b))[1]
     ys = hs if mask is None else jnp.where(mask[..., None], hs, jnp.zeros_like(hs))
     return ys, hs[-1]
 

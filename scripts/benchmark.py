@@ -121,14 +121,15 @@ def engine_name(engine: str) -> str:
 
 def ours(cell: str, size: Size, x: jax.Array, engine: str, remat: bool = False,
          overrides: dict[str, Any] | None = None) -> Bench:
-  """rnn_research's stack (one layer unless `overrides` say otherwise), no readout."""
+  """rnn_research's stack (one layer unless `overrides` say otherwise), no readout; `key`
+  feeds dropout where an override sets a rate."""
   _, _, f, h = size
   model = build(dict(cell=cell, hidden_size=h, engine=engine, remat=remat, **(overrides or {})),
                 in_features=f, out_features=None, rngs=nnx.Rngs(0))
   label = "remat" if remat else engine_name(engine)
   if overrides:
     label = ",".join(f"{k}={v}" for k, v in overrides.items())
-  return nnx_bench(f"ours[{label}]", model, x)
+  return nnx_bench(f"ours[{label}]", model, x, key=lambda: jax.random.PRNGKey(0))
 
 
 def parse_model(text: str) -> list[dict[str, Any]]:

@@ -4,9 +4,10 @@
   python scripts/benchmark_parallel.py                       # T = 128, 1024, 8192; ~2-3 min
   python scripts/benchmark_parallel.py --lengths=64,512 --batch=32 --hidden=256 --reps=3
 
-One layer built by `rnn_research.models.build(..., out_features=None)` with the default engine
-(`auto`: gru/lstm run the sequential scan with the custom VJP on CPU; min cells run
-`parallel_scan`, whatever the engine). fwd+bwd = jitted gradient of sum(outputs) w.r.t. every
+One layer built by `rnn_research.models.build(..., out_features=None)`: gru/lstm with the
+default engine (`auto`: the sequential scan with the custom VJP on CPU); min cells as
+`min_gru:associative` (`jax.lax.associative_scan`) and `min_gru:scan` (a sequential scan of the
+same elementwise recurrence, what `auto` picks on CPU). fwd+bwd = jitted gradient of sum(outputs) w.r.t. every
 parameter and the input. Timings are the median of `--reps` rounds after one warm-up; each
 round runs every cell once (round-robin), so machine noise hits all alike. Memory is XLA's
 `memory_analysis()` of the compiled fwd+bwd: temporaries + arguments + outputs.
@@ -33,7 +34,8 @@ from flax import nnx
 
 from rnn_research.models import build
 
-CELLS = ("gru", "lstm", "min_gru", "min_lstm")
+CELLS = ("gru", "lstm", "min_gru:associative", "min_gru:scan", "min_lstm:associative",
+         "min_lstm:scan")
 SEQUENTIAL = ("gru", "lstm")
 
 
@@ -41,10 +43,12 @@ def parse_ints(text: str) -> list[int]:
   return [int(v) for v in text.split(",") if v.strip()]
 
 
-def compile_fwd_bwd(cell: str, batch: int, length: int, features: int, hidden: int):
-  """(run: () -> blocking result, compile seconds, memory MB) of one layer's fwd+bwd."""
-  model = build(dict(cell=cell, hidden_size=hidden), in_features=features, out_features=None,
-                rngs=nnx.Rngs(0))
+def compile_fwd_bwd(spec: str, batch: int, length: int, features: int, hidden: int):
+  """(run: () -> blocking result, compile seconds, memory MB) of one layer's fwd+bwd;
+  `spec` is a cell, or cell:engine (min cells: associative, or scan = the sequential scan)."""
+  cell, _, engine = spec.partition(":")
+  model = build(dict(cell=cell, hidden_size=hidden, engine=engine or "auto"),
+                in_features=features, out_features=None, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model)
   xs = jnp.asarray(np.random.default_rng(0).normal(size=(batch, length, features)),
                    jnp.float32)
@@ -72,14 +76,15 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--hidden", type=int, default=128, help="H")
   parser.add_argument("--reps", type=int, default=5, help="timed rounds (median)")
   parser.add_argument("--lengths", type=parse_ints, default=[128, 1024, 8192], help="T values")
-  parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated cells")
+  parser.add_argument("--cells", default=",".join(CELLS),
+                      help="comma-separated cells, or cell:engine")
   args = parser.parse_args(argv)
   cells = [c for c in args.cells.split(",") if c]
 
   devices = ", ".join(str(d) for d in jax.devices())
   print(f"machine: {platform.machine()} {platform.processor() or ''}".rstrip()
         + f", {os.cpu_count()} CPUs visible; jax {jax.__version__} on {devices}")
-  print(f"B={args.batch}, F={args.features}, H={args.hidden}, 1 layer, default engine; "
+  print(f"B={args.batch}, F={args.features}, H={args.hidden}, 1 layer; "
         f"median of {args.reps} rounds after a warm-up\n")
   print("| T | cell | fwd+bwd ms | fwd+bwd tokens/s | vs gru | vs lstm | compile s "
         "| mem MB (temp+arg+out) |")

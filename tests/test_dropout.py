@@ -209,13 +209,15 @@ def test_training_mode_without_key_raises(rates):
   xs, mask = data()
   with pytest.raises(ValueError, match="key"):
     model(xs, mask)
-  # No dropout configured: no key needed in training mode.
-  build("gru")(xs, mask)
 
 
-@pytest.mark.parametrize("cell", CELLS)
-def test_same_key_same_outputs_other_key_differs(cell):
-  model = build(cell, **RATES)
+def test_no_dropout_needs_no_key():
+  xs, mask = data()
+  build("gru", recurrent_dropout_inputs=True)(xs, mask)  # rates 0: inputs dropout is off too
+
+
+def test_same_key_same_outputs_other_key_differs():
+  model = build("gru", **RATES)
   xs, mask = data()
   a = model(xs, mask, key=KEY)
   np.testing.assert_array_equal(model(xs, mask, key=KEY), a)

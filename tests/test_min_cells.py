@@ -109,15 +109,17 @@ def test_associative_scan_equals_sequential_step(name, case):
 
 
 @pytest.mark.parametrize("name", MIN_CELLS)
-def test_run_layer_dispatches_to_the_associative_scan(name):
-  """Every engine strategy (also remat) runs the associative scan for a cell without W_h."""
+def test_run_layer_runs_every_engine_for_a_cell_without_w_h(name):
+  """`associative` runs the associative scan, the others a sequential scan of the same linear
+  recurrence (also with remat): all equal the sequential step."""
   cell = make_cell(name)
   rng = np.random.default_rng(3)
   p = random_weights(cell, rng)
   xs, mask, resets, init, carry0 = random_inputs(rng)
   assert not cell.recurrent and "w_h" not in p
   ys_ref, final_ref = sequential(cell, p, xs, mask, carry0, resets, init)
-  for name_, remat in (("vjp", False), ("scan_hoisted", True)):
+  for name_, remat in (("associative", False), ("associative", True), ("vjp", False),
+                       ("scan_hoisted", True), ("auto", False)):
     how = engine.strategy(name_, remat)
     ys, final = jax.jit(lambda p, xs: engine.run_layer(cell, p, xs, mask, carry0, how,
                                                        resets=resets, init=init))(p, xs)
@@ -212,7 +214,9 @@ def test_no_recurrent_matrix(name):
 
 
 def build(name: str, **overrides):
-  cfg = dict(cell=name, hidden_size=H, num_layers=2, **overrides)
+  """engine='associative' unless overridden: the full call runs the associative scan, the
+  path the model-level properties below check against streaming and time_major."""
+  cfg = dict(dict(cell=name, hidden_size=H, num_layers=2, engine="associative"), **overrides)
   model = models.build(cfg, in_features=F, out_features=O, rngs=nnx.Rngs(0))
   params = nnx.state(model, nnx.Param)
   leaves, treedef = jax.tree.flatten(params)
@@ -321,6 +325,54 @@ def test_long_sequence_continuation(name):
     np.testing.assert_allclose(a, b, **TOL)
 
 
+@pytest.mark.parametrize("name", MIN_CELLS)
+def test_model_resets_with_learned_initial_state(name):
+  """Through the model, with a learned initial state: resets in the full call (associative
+  scan) == time_major == streaming with reset_t; the carry_init gets a gradient."""
+  model = build(name, learned_initial_state=True)
+  twin = build(name, learned_initial_state=True, execution="time_major")
+  xs, mask, _ = model_data()
+  resets = jnp.zeros(mask.shape, bool).at[0, 4].set(True).at[1, 2].set(True)
+  ys, final = model(xs, mask, resets=resets, return_state=True)
+  ys_tm, final_tm = twin(xs, mask, resets=resets, return_state=True)
+  state, outs = model.initial_state(B), []
+  for t in range(xs.shape[1]):
+    state, y = model.step(state, xs[:, t], mask[:, t], resets[:, t])
+    outs.append(y)
+  for got in (ys_tm, jnp.stack(outs, axis=1)):
+    np.testing.assert_allclose(got, ys, **TOL)
+  for a, b, c in zip(jax.tree.leaves(final), jax.tree.leaves(final_tm), jax.tree.leaves(state)):
+    np.testing.assert_allclose(b, a, **TOL)
+    np.testing.assert_allclose(c, a, **TOL)
+  # The reset row restarts: from t = 4 on, row 0 equals a fresh call on xs[:, 4:].
+  fresh = model(xs[:, 4:], mask[:, 4:])
+  np.testing.assert_allclose(ys[0, 4:], fresh[0], **TOL)
+
+  def loss(model):
+    return jnp.sum(model(xs, mask, resets=resets) ** 2)
+
+  grads = nnx.grad(loss)(model)
+  assert float(jnp.abs(grads.layers[0].carry_init[...]).max()) > 0
+
+
+@pytest.mark.parametrize("name", MIN_CELLS)
+def test_dropout_between_layers_composes(name):
+  """dropout > 0: train-mode calls with one key agree layer_major vs time_major, differ from
+  eval mode, and eval mode equals the same model without dropout."""
+  model = build(name, dropout=0.3)
+  twin = build(name, dropout=0.3, execution="time_major")
+  plain = build(name)
+  xs, mask, _ = model_data()
+  key = jax.random.key(1)
+  ys, ys_tm = model(xs, mask, key=key), twin(xs, mask, key=key)
+  np.testing.assert_allclose(ys_tm, ys, **TOL)
+  for m in (model, plain):
+    m.eval()
+  ys_eval = model(xs, mask)
+  assert float(jnp.abs(ys - ys_eval).max()) > 1e-3
+  np.testing.assert_allclose(ys_eval, plain(xs, mask), **TOL)
+
+
 # --- bad configurations ----------------------------------------------------------------------
 
 
@@ -331,14 +383,18 @@ def test_long_sequence_continuation(name):
     (dict(norm="mini_vertical", norm_layers="1"), "norm='mini_vertical' cannot combine"),
     (dict(norm="vertical"), "norm='vertical' cannot combine"),
     (dict(transition="mlp"), "transition='mlp' is defined for cell='rnn' only"),
+    (dict(recurrent_dropout=0.1), "recurrent_dropout=0.1 cannot combine"),
+    (dict(norm="batch_per_step"), "has no W_h"),
 ])
 @pytest.mark.parametrize("name", MIN_CELLS)
 def test_bad_configs_fail_at_build(name, overrides, match):
   with pytest.raises(ValueError, match=match) as info:
     models.build(dict(cell=name, hidden_size=H, num_layers=2, **overrides), in_features=F,
                  out_features=O, rngs=nnx.Rngs(0))
-  if "transition" not in overrides:
-    assert "associative scan" in str(info.value) and "use " in str(info.value)
+  assert "use " in str(info.value)  # every message says what to use instead
+  if overrides.get("norm") == "batch_per_step":
+    return  # refused where the stack attaches the per-step norm (Cell.attach_step_norm)
+  assert "transition" in overrides or "associative scan" in str(info.value)
   with pytest.raises(ValueError, match="cannot combine|defined for cell='rnn' only"):
     make_cell(name, **overrides)  # the cell itself refuses, not only the stack
 
@@ -368,3 +424,29 @@ def test_trains_through_the_trainer(name, tmp_path):
   t.eval_every = t.checkpoint_every = t.diagnostics_every = t.log_every = 2
   metrics = train.train_and_evaluate(config, str(tmp_path))
   assert metrics and all(np.isfinite(v) for v in metrics.values())
+
+
+@pytest.mark.parametrize("name", MIN_CELLS)
+def test_sequential_and_associative_engines_agree_in_the_model(name):
+  """engine='scan' (sequential linear scan, `auto` on CPU) == 'associative': values and grads."""
+  xs, mask, _ = model_data()
+  outs = []
+  for eng in ("associative", "scan"):
+    model = build(name, engine=eng)
+    ys = model(xs, mask)
+    grads = nnx.grad(lambda m: jnp.sum(m(xs, mask) ** 2))(model)
+    outs.append((ys, jax.tree.leaves(nnx.state(grads, nnx.Param))))
+  np.testing.assert_allclose(outs[0][0], outs[1][0], **TOL)
+  for a, b in zip(outs[0][1], outs[1][1]):
+    np.testing.assert_allclose(a, b, **GRAD_TOL)
+
+
+def test_auto_picks_the_associative_scan_on_accelerators_only():
+  assert engine.strategy("auto", backend="gpu").associative
+  assert not engine.strategy("auto", backend="cpu").associative
+
+
+def test_associative_engine_needs_a_cell_without_w_h():
+  with pytest.raises(ValueError, match="engine='associative' runs linear-recurrence cells"):
+    models.build(dict(cell="gru", engine="associative"), in_features=F, out_features=O,
+                 rngs=nnx.Rngs(0))

@@ -321,3 +321,96 @@ def test_whole_sequence_norm_statistics_train_without_gradient_flow(tmp_path):
   tags = read_scalars(str(tmp_path))
   assert "grad/global_norm" in tags and "eval/loss" in tags
   assert not [t for t in tags if t.startswith("grad_flow/")]
+
+
+# ------------------------------------------------------------------------ dropout and packing
+
+from flax import nnx  # noqa: E402  (this section's own imports, appended)
+
+from rnn_research.checkpointing import Checkpointer  # noqa: E402
+from rnn_research.tasks import TASKS  # noqa: E402
+
+
+def dropout_config(steps: int, **model):
+  """seed_config (constant learning rate: a run extended from 4 to 6 steps is the run of 6
+  steps) with a two-layer model and every kind of dropout on."""
+  config = seed_config(0, steps=steps, schedule="constant")
+  config.model.update(num_layers=2, dropout=0.3, recurrent_dropout=0.3,
+                      recurrent_dropout_inputs=True)
+  config.model.update(model)
+  return config
+
+
+def final_state(workdir, config):
+  """The training state of `workdir`'s latest checkpoint."""
+  _, _, target, _ = train.init_state(config)
+  with Checkpointer(str(workdir / "checkpoints")) as ckpt:
+    restored = ckpt.restore(target)
+  assert restored is not None
+  return restored
+
+
+def test_dropout_run_resumed_midway_equals_uninterrupted(tmp_path):
+  straight = train.train_and_evaluate(dropout_config(6), str(tmp_path / "straight"))
+  resumed_dir = tmp_path / "resumed"
+  train.train_and_evaluate(dropout_config(4), str(resumed_dir))
+  assert read_status(str(resumed_dir))["step"] == 4
+  resumed = train.train_and_evaluate(dropout_config(6), str(resumed_dir))
+  assert resumed == straight
+  assert_same_run(resumed_dir, tmp_path / "straight", rtol=0)
+  (step_a, a), (step_b, b) = (final_state(resumed_dir, dropout_config(6)),
+                              final_state(tmp_path / "straight", dropout_config(6)))
+  assert step_a == step_b == 6 and int(a["step"]) == int(b["step"]) == 6
+  for x, y in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"]), strict=True):
+    np.testing.assert_array_equal(x, y)
+  for x, y in zip(jax.tree.leaves(a["opt_state"]), jax.tree.leaves(b["opt_state"]), strict=True):
+    np.testing.assert_array_equal(x, y)
+  # Dropout was really on: the same run without it trains differently.
+  plain = train.train_and_evaluate(
+      dropout_config(6, dropout=0.0, recurrent_dropout=0.0), str(tmp_path / "plain"))
+  assert plain["loss"] != straight["loss"]
+
+
+def test_dropout_masks_change_with_the_step_and_the_seed():
+  config = dropout_config(2)
+  task, graphdef, state, tx = train.init_state(config)
+  step = jax.jit(train.train_step_fn(graphdef, task, tx))
+  batch = task.train_batch(0)
+  loss = lambda s, seed: float(step(s, batch, np.uint32(seed))[1]["train/loss"])
+  first = loss(state, 0)
+  assert loss(state, 0) == first                       # a pure function of (seed, step)
+  assert loss(state, 1) != first                       # another seed, other masks
+  assert loss({**state, "step": 1}, 0) != first        # another step, other masks
+
+
+def packed_config(resets: bool, steps: int = 4):
+  config = seed_config(0, steps=steps)
+  config.task.pack = 2
+  config.model.resets = resets
+  return config
+
+
+def test_packed_episodes_train_and_resets_matter(tmp_path):
+  on = train.train_and_evaluate(packed_config(True), str(tmp_path / "on"))
+  off = train.train_and_evaluate(packed_config(False), str(tmp_path / "off"))
+  assert all(np.isfinite(v) for v in on.values()) and all(np.isfinite(v) for v in off.values())
+  first_on = curves(tmp_path / "on")["train/loss"][0]
+  first_off = curves(tmp_path / "off")["train/loss"][0]
+  assert first_on[0] == first_off[0] == 1
+  assert np.isfinite(first_on[1]) and first_on[1] != first_off[1]
+  assert on["loss"] != off["loss"]
+  # With resets, the first step's loss is that of the initial model on the episodes apart
+  # (batch_size * pack episodes of one row each, same data).
+  config = packed_config(True)
+  task, graphdef, state, _ = train.init_state(config)
+  single = default.base("kalman")
+  single.task.update(config.task.to_dict())
+  single.task.pack = 1
+  episodes = TASKS.get("kalman")(single.task, 2 * config.train.batch_size, 0).train_batch(0)
+  packed = task.train_batch(0)
+  np.testing.assert_array_equal(packed["x"].reshape(episodes["x"].shape), episodes["x"])
+  model = nnx.merge(graphdef, state["params"], state["rest"])
+  apart = float(task.loss(model(episodes["x"], episodes["mask"]), episodes))
+  assert first_on[1] == pytest.approx(apart, rel=1e-5)
+  together = float(task.loss(model(packed["x"], packed["mask"]), packed))  # no resets
+  assert first_off[1] == pytest.approx(together, rel=1e-5)

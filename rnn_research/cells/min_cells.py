@@ -16,7 +16,8 @@ The plain (not log-space) form is used.
 Axes that put h_{t-1} through a nonlinearity or a matrix inside the step would make the
 recurrence nonlinear (no associative scan) and are refused at build: `horizontal_skip`
 (the skip term enters h_t / z_t), `norm='mini_vertical'` (LN of the carry between steps),
-`norm='vertical'` (LN across layers of the carries at every step) and `transition='mlp'`.
+`norm='vertical'` (LN across layers of the carries at every step) and `transition='mlp'`;
+`recurrent_dropout` (it masks the input of W_h, which these cells lack) is refused too.
 Between-layer norms (`layer`, `mini_layer`, `batch`) and vertical skips act on a layer's output
 on its way up, outside the recurrence, and compose.
 """
@@ -54,6 +55,10 @@ class MinCell(Cell):
         "transition": (cfg.transition != "linear",
                        f"transition={cfg.transition!r} is defined for cell='rnn' only; use "
                        "transition='linear'"),
+        "recurrent_dropout": (cfg.get("recurrent_dropout", 0.0) > 0,
+                              "recurrent dropout masks the h_{t-1} that enters W_h, and there "
+                              "is no W_h (it would silently do nothing); use dropout (between "
+                              "layers) or recurrent_dropout=0"),
     }
     for key, (bad, why) in refusals.items():
       if bad:
