@@ -56,10 +56,12 @@ def gradient_flow_ok(graphdef: Any, state: dict[str, Any]) -> bool:
 
 
 def layer_grad_norms(grads: dict[str, Any]) -> dict[str, jax.Array]:
-  """{'grad/layer_<l>': ||dL/dθ_l||, 'grad/readout': ...} from a pure-dict gradient."""
+  """{'grad/layer_<l>': ||dL/dθ_l||, 'grad/readout': ..., 'grad/reverse_stack': ...} from a
+  pure-dict gradient (the last for bidirectional models)."""
   norms = {f"grad/layer_{l}": tree_norm(g) for l, g in grads["layers"].items()}
-  if "readout" in grads:
-    norms["grad/readout"] = tree_norm(grads["readout"])
+  for part in ("readout", "reverse_stack"):
+    if part in grads:
+      norms[f"grad/{part}"] = tree_norm(grads[part])
   return norms
 
 

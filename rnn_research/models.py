@@ -115,7 +115,7 @@ class RecurrentStack(nnx.Module):
         cfg.readout, top, out_features, cfg.readout_hidden, self.layers[0].activation, rngs)
 
   def initial_state(self, batch_size: int, dtype: Any = jnp.float32) -> State:
-    """Zero carries of every layer (h_0 = 0, eq. 13.1)."""
+    """Every layer's initial carry: zeros (h_0 = 0, eq. 13.1) or the learned (h_0, c_0, ...)."""
     return tuple(cell.initial_carry(batch_size, dtype) for cell in self.layers)
 
   def __call__(self, xs: jax.Array, mask: jax.Array | None = None, *,

@@ -262,7 +262,9 @@ def cached_grads(cell: str, engine: str = "scan", execution: str = "layer_major"
   """grads() of the model of (cell, engine, execution), with RATES or without dropout, on
   data() and KEY; computed once per configuration (compiles dominate this file's time)."""
   xs, mask = data()
-  model = build(cell, engine=engine, execution=execution, **(RATES if dropout else {}))
+  engine, remat = engine.removesuffix("+remat"), engine.endswith("+remat")
+  model = build(cell, engine=engine, execution=execution, remat=remat,
+                **(RATES if dropout else {}))
   assert model.time_major == (execution == "time_major")
   return grads(model, xs, mask, KEY if dropout else None)
 
@@ -278,8 +280,9 @@ def test_layer_major_equals_time_major_under_dropout(cell, engine):
                      atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("engine", ["vjp", "vjp_hoisted"])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,engine", [(c, e) for c in CELLS for e in ("vjp", "vjp_hoisted")]
+                         + [("lstm", "vjp+remat"), ("gru", "vjp_hoisted+remat"),
+                            ("rnn", "scan+remat")])
 def test_custom_vjp_gradients_equal_scan_under_dropout(cell, engine):
   got = cached_grads(cell, engine)
   assert_trees_close(got, cached_grads(cell, "scan"), atol=1e-5, rtol=1e-5)

@@ -204,13 +204,15 @@ def loss_grads(model, xs, mask, resets, state=None):
 def cached_grads(cell: str, engine: str):
   xs = data()
   mask = jnp.arange(T)[None, :] < jnp.asarray([T, 7, 4, T])[:, None]
-  model = build(cell, engine=engine, learned_initial_state=True)
+  engine, remat = engine.removesuffix("+remat"), engine.endswith("+remat")
+  model = build(cell, engine=engine, remat=remat, learned_initial_state=True)
   state = jax.tree.map(lambda a: a + 0.4, model.initial_state(B))  # rows 0-2 reset later
   return loss_grads(model, xs, mask, jnp.asarray(RESETS), state)
 
 
-@pytest.mark.parametrize("cell,engine", [(c, "vjp") for c in CELLS] + [("lstm", "vjp_hoisted"),
-                                                                       ("gru", "vjp_hoisted")])
+@pytest.mark.parametrize("cell,engine", [(c, "vjp") for c in CELLS] + [
+    ("lstm", "vjp_hoisted"), ("gru", "vjp_hoisted"), ("lstm", "vjp+remat"),
+    ("rnn", "vjp_hoisted+remat")])
 def test_custom_vjp_gradients_equal_scan_under_resets(cell, engine):
   got, want = cached_grads(cell, engine), cached_grads(cell, "scan")
   assert_trees_close(got, want, atol=1e-5, rtol=1e-5)
