@@ -70,6 +70,17 @@ def for_task(task: str, *, cell: str, hidden_size: int, steps: int,
   return config
 
 
+def ablation_base(file: str, arg: str | None, task: str, cell: str,
+                  steps: int) -> ml_collections.ConfigDict:
+  """The base of a sweep in configs/ablations/: `arg` None or "small" gives 32 units and
+  `steps` (the ~10-minute CPU size); "full" gives 128 units and 4x the steps (for a GPU)."""
+  if arg not in (None, "small", "full"):
+    raise ValueError(f"{file}: unknown arg {arg!r}; valid: small, full")
+  full = arg == "full"
+  return for_task(task, cell=cell, hidden_size=128 if full else 32,
+                  steps=steps * (4 if full else 1), batch_size=64)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The README's main job: about 11 s of training on 2 CPU cores, mse_over_kalman 1.005."""
   del arg

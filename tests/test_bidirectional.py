@@ -17,6 +17,8 @@ from flax import nnx
 
 from rnn_research import models
 
+import param_noise
+
 B, T, F, H, O = 3, 7, 3, 4, 2
 TOL = dict(atol=1e-5, rtol=1e-5)
 CELLS = ("lstm", "gru", "rnn")
@@ -24,12 +26,7 @@ KEY = jax.random.PRNGKey(3)
 
 
 def perturb(model, seed: int = 5):
-  params = nnx.state(model, nnx.Param)
-  leaves, treedef = jax.tree.flatten(params)
-  rng = np.random.default_rng(seed)
-  nnx.update(model, jax.tree.unflatten(
-      treedef, [p + jnp.asarray(0.2 * rng.normal(size=p.shape), p.dtype) for p in leaves]))
-  return model
+  return param_noise.perturb(model, 0.2, seed)
 
 
 def config(cell: str, **cfg):

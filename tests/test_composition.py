@@ -28,6 +28,8 @@ from flax import nnx
 
 from rnn_research import models
 
+import param_noise
+
 B, T, F, H = 3, 4, 2, 3  # F != H: the residual vertical skip's projection W_p exists
 # every sequence has padding; step T-1 is padding everywhere; at least two rows are valid at
 # every other step (batch_per_step's statistics of a single row carry no gradient)
@@ -60,12 +62,7 @@ def build(cfg: dict, in_features: int, execution: str = "layer_major"):
   biases hide bugs); the same cfg and execution-independent seed give the same weights."""
   model = models.build(dict(cfg, execution=execution), in_features=in_features, out_features=2,
                        rngs=nnx.Rngs(0))
-  params = nnx.state(model, nnx.Param)
-  leaves, treedef = jax.tree.flatten(params)
-  rng = np.random.default_rng(5)
-  nnx.update(model, jax.tree.unflatten(
-      treedef, [p + jnp.asarray(0.2 * rng.normal(size=p.shape), p.dtype) for p in leaves]))
-  return model
+  return param_noise.perturb(model, 0.2)
 
 
 def data(in_features: int):

@@ -15,6 +15,8 @@ from flax import nnx
 
 from rnn_research import models
 
+import param_noise
+
 B, T, F, H, O = 3, 6, 3, 4, 2
 LENGTHS = (6, 3, 1)
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -24,13 +26,7 @@ RATES = dict(dropout=0.3, recurrent_dropout=0.4, recurrent_dropout_inputs=True)
 
 
 def perturb(model, seed: int = 5):
-  """Every parameter off its initial value (zero biases hide bugs)."""
-  params = nnx.state(model, nnx.Param)
-  leaves, treedef = jax.tree.flatten(params)
-  rng = np.random.default_rng(seed)
-  nnx.update(model, jax.tree.unflatten(
-      treedef, [p + jnp.asarray(0.1 * rng.normal(size=p.shape), p.dtype) for p in leaves]))
-  return model
+  return param_noise.perturb(model, 0.1, seed)
 
 
 def build(cell: str, *, out=O, layers: int = 2, **cfg):

@@ -19,6 +19,8 @@ from rnn_research.cells import CELLS
 from rnn_research.model_config import resolve
 from rnn_research.step import cell_step
 
+import param_noise
+
 B, T, F, H, O = 3, 13, 3, 4, 2
 TOL = dict(atol=1e-5, rtol=1e-5)
 GRAD_TOL = dict(atol=2e-5, rtol=2e-5)
@@ -218,12 +220,7 @@ def build(name: str, **overrides):
   path the model-level properties below check against streaming and time_major."""
   cfg = dict(dict(cell=name, hidden_size=H, num_layers=2, engine="associative"), **overrides)
   model = models.build(cfg, in_features=F, out_features=O, rngs=nnx.Rngs(0))
-  params = nnx.state(model, nnx.Param)
-  leaves, treedef = jax.tree.flatten(params)
-  rng = np.random.default_rng(5)
-  nnx.update(model, jax.tree.unflatten(
-      treedef, [p + jnp.asarray(0.3 * rng.normal(size=p.shape), p.dtype) for p in leaves]))
-  return model
+  return param_noise.perturb(model, 0.3)
 
 
 def model_data(t: int = 8):

@@ -17,6 +17,8 @@ from flax import nnx
 from rnn_research import models
 from rnn_research.cells import LSTM_VARIANTS
 
+import param_noise
+
 B, T, F, H, O = 3, 6, 3, 4, 2
 LENGTHS = (6, 3, 1)
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -47,12 +49,7 @@ def build(name: str, **overrides):
   cfg.update(overrides)
   model = models.build(cfg, in_features=F, out_features=out, rngs=nnx.Rngs(0))
   # Every parameter off its initial value (zero biases, e.g. the readout's, hide bugs).
-  params = nnx.state(model, nnx.Param)
-  leaves, treedef = jax.tree.flatten(params)
-  rng = np.random.default_rng(5)
-  nnx.update(model, jax.tree.unflatten(
-      treedef, [p + jnp.asarray(0.1 * rng.normal(size=p.shape), p.dtype) for p in leaves]))
-  return model
+  return param_noise.perturb(model, 0.1)
 
 
 def data():

@@ -18,6 +18,8 @@ from flax import nnx
 from rnn_research import models
 from rnn_research.tasks import TASKS
 
+import param_noise
+
 B, T, F, H, O = 4, 8, 3, 4, 2
 TOL = dict(atol=1e-5, rtol=1e-5)
 CELLS = ("lstm", "gru", "rnn")
@@ -27,14 +29,7 @@ RESETS[0, 3] = RESETS[1, 5] = RESETS[2, 2] = RESETS[2, 5] = True
 
 
 def perturb(model, seed: int = 5):
-  """Every parameter off its initial value (carry_init included: a learned h_0 that is 0
-  would hide a reset to zeros)."""
-  params = nnx.state(model, nnx.Param)
-  leaves, treedef = jax.tree.flatten(params)
-  rng = np.random.default_rng(seed)
-  nnx.update(model, jax.tree.unflatten(
-      treedef, [p + jnp.asarray(0.3 * rng.normal(size=p.shape), p.dtype) for p in leaves]))
-  return model
+  return param_noise.perturb(model, 0.3, seed)
 
 
 def build(cell: str, *, out=O, in_features=F, **cfg):

@@ -36,11 +36,7 @@ from rnn_research.sweep_spec import product, seeds, sweep
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """`arg`: None or "small" (the ~10-minute size) or "full"."""
-  full = arg == "full"
-  if arg not in (None, "small", "full"):
-    raise ValueError(f"activations.py: unknown arg {arg!r}; valid: small, full")
-  config = default.for_task("adding", cell="rnn", hidden_size=128 if full else 32,
-                            steps=32000 if full else 8000, batch_size=64)
+  config = default.ablation_base("activations.py", arg, "adding", "rnn", 8000)
   # Clipping off: the explosion this ablation looks for must not be clipped away.
   config.train.clip = "none"
   return config

@@ -40,11 +40,7 @@ from rnn_research.sweep_spec import product, seeds, sweep
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """`arg`: None or "small" (the ~10-minute size) or "full"."""
-  if arg not in (None, "small", "full"):
-    raise ValueError(f"extensions.py: unknown arg {arg!r}; valid: small, full")
-  full = arg == "full"
-  return default.for_task("kalman", cell="lstm", hidden_size=128 if full else 32,
-                          steps=8000 if full else 2000, batch_size=64)
+  return default.ablation_base("extensions.py", arg, "kalman", "lstm", 2000)
 
 
 def get_sweep() -> list[dict]:

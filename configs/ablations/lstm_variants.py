@@ -38,11 +38,7 @@ VARIANTS = ["standard", "lecture", "peephole", "nig", "nfg", "nog", "niaf", "noa
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """`arg`: None or "small" (the ~10-minute size) or "full"."""
-  if arg not in (None, "small", "full"):
-    raise ValueError(f"lstm_variants.py: unknown arg {arg!r}; valid: small, full")
-  full = arg == "full"
-  return default.for_task("adding", cell="lstm", hidden_size=128 if full else 32,
-                          steps=8000 if full else 2000, batch_size=64)
+  return default.ablation_base("lstm_variants.py", arg, "adding", "lstm", 2000)
 
 
 def get_sweep() -> list[dict]:

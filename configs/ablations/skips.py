@@ -41,11 +41,7 @@ from rnn_research.sweep_spec import product, seeds, sweep
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """`arg`: None or "small" (the ~10-minute size) or "full"."""
-  if arg not in (None, "small", "full"):
-    raise ValueError(f"skips.py: unknown arg {arg!r}; valid: small, full")
-  full = arg == "full"
-  config = default.for_task("adding", cell="rnn", hidden_size=128 if full else 32,
-                            steps=10000 if full else 2500, batch_size=64)
+  config = default.ablation_base("skips.py", arg, "adding", "rnn", 2500)
   # A deep stack: vertical skips need layers to skip.
   config.model.num_layers = 4
   # T = 50: long enough that a plain tanh RNN sits near chance (one layer did, 3000 steps,
