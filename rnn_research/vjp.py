@@ -11,6 +11,12 @@ after which dW_h = sum_t h_{t-1}^T dz_t (+ sum_t h_{t-1}^T de_t in the columns `
 dW_x = sum_t x_t^T dz_t, db = sum_t dz_t and dX = dz W_x^T are each one GEMM over all steps.
 Forward stores z_t (and zh_t[..., cols] for cells that need it) and carry_{t-1}; with remat it
 stores the carries only and recomputes z_t.
+
+A cell may instead give its own backward (`analytic_backward()` true: `pointwise_saving` keeps
+its gate activations in the forward, `pointwise_backward` returns dz_t and the whole
+d(h W_h)_t without recomputing any of them). Then one matmul forms dh_{t-1} and
+dW_h = sum_t h_{t-1}^T d(h W_h)_t. The GRU does (measured: 0.86-0.90x -> 0.95-1.04x Flax at
+(64, 256, 128, 256), for +16% memory); remat keeps the generic path.
 """
 from __future__ import annotations
 
@@ -42,6 +48,7 @@ def scan_custom_vjp(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Arra
   """
   cols = cell.zh_columns()
   needs_zh = cols is not None
+  analytic = getattr(cell, "analytic_backward", lambda: False)() and not how.remat
   if resets is not None and init is None:
     init = tuple(jnp.zeros_like(c) for c in carry0)
 
@@ -53,6 +60,10 @@ def scan_custom_vjp(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Arra
       zh = recurrent_input(carry, rmask) @ p["w_h"]
       z = zx + zh
       extra = zh[..., cols] if needs_zh else None
+      if analytic:  # keep the gates: the backward need not recompute them
+        new, y, gates = cell.pointwise_saving(p["pw"], z, extra, carry)
+        new, y = _mask(new, y, carry, m)
+        return new, (y, (carry, gates))
       new, y = masked_pointwise(cell, p["pw"], z, extra, carry, m)
       return new, (y, (carry,) if how.remat else (carry, z, extra))  # extra: None unless zh
 
@@ -77,19 +88,22 @@ def scan_custom_vjp(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Arra
       dcarry, dpw, dinit = state
       dy, m, r, x, sv = inputs
       carry_prev = sv[0]  # after the reset
-      if how.remat:
-        zh = recurrent_input(carry_prev, rmask) @ w_h
-        z = project(p, x) + zh
-        extra = zh[..., cols] if needs_zh else None
+      if analytic:  # de is the whole d(h W_h) here: one matmul
+        dpw_t, dz, de, dcarry_prev = _analytic_pullback(cell, sv[1], carry_prev, dcarry, dy, m)
+        dh_in = de @ w_h.T
       else:
-        _, z, extra = sv
-
-      _, pullback = jax.vjp(lambda pw, z, e, c: masked_pointwise(cell, pw, z, e, c, m),
-                            p["pw"], z, extra, carry_prev)
-      dpw_t, dz, de, dcarry_prev = pullback((dcarry, dy))  # de is None unless needs_zh
-      dh_in = dz @ w_h.T
-      if needs_zh:
-        dh_in = dh_in + de @ w_h[:, cols].T
+        if how.remat:
+          zh = recurrent_input(carry_prev, rmask) @ w_h
+          z = project(p, x) + zh
+          extra = zh[..., cols] if needs_zh else None
+        else:
+          _, z, extra = sv
+        _, pullback = jax.vjp(lambda pw, z, e, c: masked_pointwise(cell, pw, z, e, c, m),
+                              p["pw"], z, extra, carry_prev)
+        dpw_t, dz, de, dcarry_prev = pullback((dcarry, dy))  # de is None unless needs_zh
+        dh_in = dz @ w_h.T
+        if needs_zh:
+          dh_in = dh_in + de @ w_h[:, cols].T
       dcarry_prev = (dcarry_prev[0] + (dh_in if rmask is None else dh_in * rmask),
                      ) + tuple(dcarry_prev[1:])
       if r is not None:
@@ -105,9 +119,12 @@ def scan_custom_vjp(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Arra
         body, (tuple(dcarry_last), dpw0, dinit0), (dys, mask, resets, xs, saved), reverse=True)
     dz, de = dzs
     h_in = recurrent_input(saved[0], rmask)
-    dw_h = _sum_outer(h_in, dz)
-    if needs_zh:
-      dw_h = dw_h.at[:, cols].add(_sum_outer(h_in, de))
+    if analytic:
+      dw_h = _sum_outer(h_in, de)
+    else:
+      dw_h = _sum_outer(h_in, dz)
+      if needs_zh:
+        dw_h = dw_h.at[:, cols].add(_sum_outer(h_in, de))
     grads = {"w_x": _sum_outer(xs, dz), "b": dz.sum(axis=(0, 1)), "w_h": dw_h, "pw": dpw}
     dcarry0 = tuple(d.astype(c.dtype) for d, c in zip(dcarry0, saved[0]))
     drmask = None if rmask is None else jnp.zeros_like(rmask)  # a sample, not a parameter
@@ -115,3 +132,26 @@ def scan_custom_vjp(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Arra
 
   layer.defvjp(layer_fwd, layer_bwd)
   return layer(p, xs, mask, tuple(carry0), resets, init, rmask)
+
+
+def _mask(new: Carry, y: jax.Array, carry: Carry, m: jax.Array | None):
+  """`step.masked_pointwise`'s masking: frozen carry, y = 0 where m [B] is False."""
+  if m is None:
+    return new, y
+  keep = m[:, None]
+  return (tuple(jnp.where(keep, n, c) for n, c in zip(new, carry)),
+          jnp.where(keep, y, jnp.zeros_like(y)))
+
+
+def _analytic_pullback(cell: Cell, gates: Any, carry_prev: Carry, dcarry: Carry, dy: jax.Array,
+                       m: jax.Array | None):
+  """The pullback of `_mask(cell.pointwise_saving(...))` from the cell's own backward, for a
+  cell whose output y_t is its new h (carry[0]) and whose carry is (h,)."""
+  dh = dcarry[0] + dy
+  if m is not None:
+    keep = m[:, None]
+    dh, frozen = jnp.where(keep, dh, 0.0), jnp.where(keep, 0.0, dcarry[0])
+  dpw, dz, de, dprev = cell.pointwise_backward(gates, carry_prev, dh)
+  if m is not None:
+    dprev = (dprev[0] + frozen,)
+  return dpw, dz, de, dprev

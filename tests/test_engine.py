@@ -264,3 +264,37 @@ def test_unknown_engine_lists_choices():
     engine.strategy("fast")
   for choice in ("auto", "scan", "scan_hoisted", "vjp", "vjp_hoisted"):
     assert choice in str(info.value)
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    ({}, True), ({"activation": "relu"}, False), ({"horizontal_skip": "residual"}, False),
+    ({"norm": "mini_vertical"}, False)])
+def test_gru_takes_its_analytic_backward_only_where_it_holds(overrides, expected):
+  """The GRU's own backward (saved gates, one matmul for dh_{t-1}) stands in for autodiff of
+  its plain tanh step only; the gradients above (vjp engines vs the loop) then test it."""
+  assert build("gru", **overrides).layers[0].analytic_backward() is expected
+
+
+@pytest.mark.parametrize("masked", [False, "holes"])
+def test_gru_analytic_backward_equals_the_generic_pullback(masked, monkeypatch):
+  """Same gradients with the GRU's own backward and with the generic jax.vjp pullback, under
+  masks, resets, recurrent dropout and a learned initial state (2 layers)."""
+  from rnn_research.cells.gru import GRUCell
+  rng = np.random.default_rng(3)
+  xs = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)
+  mask = make_mask(masked)
+  resets = jnp.asarray([[False, True, False], [False, False, True]])
+  cfg = dict(engine="vjp", num_layers=2, recurrent_dropout=0.3, learned_initial_state=True)
+
+  def grads():
+    model = build("gru", **cfg)
+    key = jax.random.PRNGKey(0)
+    return nnx.grad(lambda m, x: jnp.sum(m(x, mask, resets=resets, key=key) ** 2),
+                    argnums=(0, 1))(model, xs)
+
+  analytic = grads()
+  monkeypatch.setattr(GRUCell, "analytic_backward", lambda self: False)
+  generic = grads()
+  for a, b in zip(jax.tree.leaves(analytic), jax.tree.leaves(generic)):
+    np.testing.assert_allclose(a, b, **GRAD_TOL)
+  assert float(jnp.abs(analytic[1]).max()) > 0

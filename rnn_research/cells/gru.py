@@ -23,6 +23,7 @@ class GRUCell(Cell):
   def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs, carry_norm: bool = False):
     super().__init__(in_features, cfg, rngs, num_gates=3, carry_norm=carry_norm)
     self.b_hn = nnx.Param(jnp.zeros((cfg.hidden_size,), jnp.float32))
+    self.tanh = cfg.activation == "tanh"  # the analytic backward knows tanh' = 1 - n^2
 
   def extra_params(self) -> dict[str, jax.Array]:
     return {"b_hn": self.b_hn[...]}
@@ -39,3 +40,35 @@ class GRUCell(Cell):
     n = self.activation(z[..., 2 * size:] - zh_n + r * (zh_n + pw["b_hn"]))
     h = (1.0 - u) * n + u * h_prev
     return (h,), h
+
+  def analytic_backward(self) -> bool:
+    """Whether `pointwise_saving`/`pointwise_backward` may stand in for autodiff of the step
+    (`rnn_research.vjp`): the plain cell with tanh, no in-step axis around it."""
+    return self.tanh and self.skip == "none" and self.carry_norm_eps is None
+
+  def pointwise_saving(self, pw, z, zh_n, carry: Carry):
+    """`pointwise`, also returning what its backward reads: (r, u, n, h W_hn + b_hn)."""
+    (h_prev,) = carry
+    size = self.hidden_size
+    r = jax.nn.sigmoid(z[..., :size])
+    u = jax.nn.sigmoid(z[..., size:2 * size])
+    e = zh_n + pw["b_hn"]
+    n = jnp.tanh(z[..., 2 * size:] - zh_n + r * e)
+    h = (1.0 - u) * n + u * h_prev
+    return (h,), h, (r, u, n, e)
+
+  def pointwise_backward(self, saved, carry: Carry, dh: jax.Array):
+    """dL/dh_t -> (d pw, d(x W_x + b) [B, 3H], d(h W_h) [B, 3H], d carry_{t-1} but the W_h
+    path), from the saved gates (the gradients of x W_x and h W_h differ in the n block only):
+
+      dn* = dh (1 - u)(1 - n^2)       (n* the candidate's pre-activation)
+      d(x W_x) = [dr*, du*, dn*],   d(h W_h) = [dr*, du*, dn* r],   d b_hn = sum_b dn* r
+      dr* = dn* e r (1 - r),  du* = dh (h_{t-1} - n) u (1 - u),  dh_{t-1} = dh u
+    """
+    r, u, n, e = saved
+    (h_prev,) = carry
+    dn = dh * (1.0 - u) * (1.0 - n * n)
+    gates = [dn * e * r * (1.0 - r), dh * (h_prev - n) * u * (1.0 - u)]
+    dnr = dn * r
+    return ({"b_hn": dnr.sum(axis=0)}, jnp.concatenate(gates + [dn], axis=-1),
+            jnp.concatenate(gates + [dnr], axis=-1), (dh * u,))
