@@ -137,9 +137,7 @@ class RecurrentStack(nnx.Module):
       raise ValueError(f"inputs must be [batch, time, {self.in_features}], got shape "
                        f"{tuple(xs.shape)}")
     mask = _steps("mask", mask, xs.shape[:2])
-    resets = _steps("resets", resets, xs.shape[:2]) if self.use_resets else None
-    if resets is not None and mask is not None:
-      resets = resets & mask
+    resets = _steps("resets", resets, xs.shape[:2], mask) if self.use_resets else None
     if self.reverse_stack is not None and (state is not None or return_state):
       raise ValueError("a bidirectional model carries no state from one call to the next: its "
                        "backward stack reads each whole sequence from its end")
@@ -203,9 +201,7 @@ class RecurrentStack(nnx.Module):
       raise ValueError(f"step input must be [batch, {self.in_features}], got shape "
                        f"{tuple(x_t.shape)}")
     mask_t = _steps("step mask", mask_t, x_t.shape[:1])
-    reset_t = _steps("step reset", reset_t, x_t.shape[:1]) if self.use_resets else None
-    if reset_t is not None and mask_t is not None:
-      reset_t = reset_t & mask_t
+    reset_t = _steps("step reset", reset_t, x_t.shape[:1], mask_t) if self.use_resets else None
     inits = (None,) * len(state) if reset_t is None else self.initial_state(
         x_t.shape[0], jnp.result_type(x_t.dtype, jnp.float32))
     params = [cell.weights() for cell in self.layers]
@@ -321,8 +317,10 @@ class RecurrentStack(nnx.Module):
     return y if mask is None else jnp.where(mask[..., None], y, jnp.zeros_like(y))
 
 
-def _steps(name: str, flags: jax.Array | None, shape: tuple[int, ...]) -> jax.Array | None:
-  """A [B, T] (or [B]) bool input checked against `shape`, time-major ([T, B]) if 2-D."""
+def _steps(name: str, flags: jax.Array | None, shape: tuple[int, ...],
+           within: jax.Array | None = None) -> jax.Array | None:
+  """A [B, T] (or [B]) bool input checked against `shape`, time-major ([T, B]) if 2-D, and
+  False wherever the (already converted) mask `within` is False."""
   if flags is None:
     return None
   flags = jnp.asarray(flags)
@@ -330,7 +328,8 @@ def _steps(name: str, flags: jax.Array | None, shape: tuple[int, ...]) -> jax.Ar
     dims = "[batch, time]" if len(shape) == 2 else "[batch]"
     raise ValueError(f"{name} must be {dims} = {tuple(shape)}, got shape {tuple(flags.shape)}")
   flags = flags.astype(bool)
-  return flags.T if flags.ndim == 2 else flags
+  flags = flags.T if flags.ndim == 2 else flags
+  return flags if within is None else flags & within
 
 
 def _bernoulli_mask(key: jax.Array, rate: float, shape: tuple[int, ...], dtype: Any) -> jax.Array:
