@@ -29,7 +29,12 @@ def masked_pointwise(cell: Cell, pw: dict[str, jax.Array], z: jax.Array, zh: jax
                      carry: Carry, m: jax.Array | None,
                      probe: jax.Array | None = None) -> tuple[Carry, jax.Array]:
   """`cell.step_pointwise`, then freeze the carry and zero y where m [B] is False."""
-  new, y = cell.step_pointwise(pw, z, zh, carry, probe)
+  return mask_step(*cell.step_pointwise(pw, z, zh, carry, probe), carry, m)
+
+
+def mask_step(new: Carry, y: jax.Array, carry: Carry,
+              m: jax.Array | None) -> tuple[Carry, jax.Array]:
+  """Past a sequence's end (m [B] False): the carry stays `carry` and y = 0."""
   if m is None:
     return new, y
   keep = m[:, None]

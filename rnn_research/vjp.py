@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 
 from rnn_research.cells.base import Carry, Cell
-from rnn_research.step import masked_pointwise, project, recurrent_input, reset
+from rnn_research.step import (mask_step, masked_pointwise, project, recurrent_input,
+                               reset)
 
 
 def _sum_outer(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -48,7 +49,7 @@ def scan_custom_vjp(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Arra
   """
   cols = cell.zh_columns()
   needs_zh = cols is not None
-  analytic = getattr(cell, "analytic_backward", lambda: False)() and not how.remat
+  analytic = cell.analytic_backward() and not how.remat
   if resets is not None and init is None:
     init = tuple(jnp.zeros_like(c) for c in carry0)
 
@@ -62,7 +63,7 @@ def scan_custom_vjp(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Arra
       extra = zh[..., cols] if needs_zh else None
       if analytic:  # keep the gates: the backward need not recompute them
         new, y, gates = cell.pointwise_saving(p["pw"], z, extra, carry)
-        new, y = _mask(new, y, carry, m)
+        new, y = mask_step(new, y, carry, m)
         return new, (y, (carry, gates))
       new, y = masked_pointwise(cell, p["pw"], z, extra, carry, m)
       return new, (y, (carry,) if how.remat else (carry, z, extra))  # extra: None unless zh
@@ -134,18 +135,9 @@ def scan_custom_vjp(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Arra
   return layer(p, xs, mask, tuple(carry0), resets, init, rmask)
 
 
-def _mask(new: Carry, y: jax.Array, carry: Carry, m: jax.Array | None):
-  """`step.masked_pointwise`'s masking: frozen carry, y = 0 where m [B] is False."""
-  if m is None:
-    return new, y
-  keep = m[:, None]
-  return (tuple(jnp.where(keep, n, c) for n, c in zip(new, carry)),
-          jnp.where(keep, y, jnp.zeros_like(y)))
-
-
 def _analytic_pullback(cell: Cell, gates: Any, carry_prev: Carry, dcarry: Carry, dy: jax.Array,
                        m: jax.Array | None):
-  """The pullback of `_mask(cell.pointwise_saving(...))` from the cell's own backward, for a
+  """The pullback of `mask_step(cell.pointwise_saving(...))` from the cell's own backward, for a
   cell whose output y_t is its new h (carry[0]) and whose carry is (h,)."""
   dh = dcarry[0] + dy
   if m is not None:

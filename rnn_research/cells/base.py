@@ -158,6 +158,11 @@ class Cell(nnx.Module):
       new += (jnp.concatenate([history[..., self.hidden_size:], y], axis=-1),)
     return new, y
 
+  def analytic_backward(self) -> bool:
+    """Whether the cell's own `pointwise_saving` / `pointwise_backward` stand in for autodiff
+    of its step in the custom VJP (`rnn_research.vjp`); cells without them say False."""
+    return False
+
   def zh_columns(self) -> slice | None:
     """The columns of zh_t that `pointwise` needs apart from z_t (None: it needs none)."""
     return None
