@@ -33,6 +33,7 @@ from rnn_research.vjp import scan_custom_vjp
 ENGINES = ("auto", "scan", "scan_hoisted", "vjp", "vjp_hoisted", "associative")
 _AUTO = {"cpu": "vjp"}
 _AUTO_ACCELERATOR = "vjp_hoisted"
+CHUNK_BYTES = 3 << 19  # 1.5 MiB: measured fastest on XLA:CPU at every benchmark size (README)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,16 +43,26 @@ class Strategy:
     custom_vjp: use the custom backward of `rnn_research.vjp`.
     remat: recompute instead of store for the backward pass.
     associative: run linear-recurrence cells (no W_h) by associative scan.
+    chunk_steps: custom VJP only: steps per chunk of the reverse scan (see `vjp`); 0 sizes the
+      chunk by `chunk_bytes`, and with `chunk_bytes` None one chunk is the whole sequence.
+    chunk_bytes: the bytes of float32 dz [K, B, G*H] a chunk should hold.
   """
 
   hoist: bool = False
   custom_vjp: bool = False
   remat: bool = False
   associative: bool = False
+  chunk_steps: int = 0
+  chunk_bytes: int | None = None
 
 
-def strategy(engine: str, remat: bool = False, backend: str | None = None) -> Strategy:
-  """The `Strategy` for `config.model.engine` on `backend` (default: JAX's default backend)."""
+def strategy(engine: str, remat: bool = False, backend: str | None = None,
+             backward_chunk: int = 0) -> Strategy:
+  """The `Strategy` for `config.model.engine` on `backend` (default: JAX's default backend).
+
+  backward_chunk: steps per chunk of the custom VJP's reverse scan; 0 = auto: on CPU the chunk
+  whose dz is about CHUNK_BYTES (cache-resident, measured fastest), on GPU/TPU the whole sequence.
+  """
   if engine not in ENGINES:
     raise ValueError(f"unknown engine {engine!r}; valid choices: {', '.join(ENGINES)}")
   accelerator = (backend or jax.default_backend()) not in _AUTO
@@ -59,7 +70,8 @@ def strategy(engine: str, remat: bool = False, backend: str | None = None) -> St
   if engine == "auto":
     engine = _AUTO.get(backend or jax.default_backend(), _AUTO_ACCELERATOR)
   return Strategy(hoist=engine.endswith("hoisted"), custom_vjp=engine.startswith("vjp"),
-                  remat=bool(remat), associative=associative)
+                  remat=bool(remat), associative=associative, chunk_steps=backward_chunk,
+                  chunk_bytes=None if accelerator else CHUNK_BYTES)
 
 
 def run_layer(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array | None,

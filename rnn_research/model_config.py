@@ -79,6 +79,9 @@ def model_defaults() -> ml_collections.ConfigDict:
   m.execution = "layer_major"
   # Recompute the step in the backward pass instead of storing it (less memory, more time).
   m.remat = False
+  # vjp engines: steps per chunk of the reverse scan, whose weight gradients are GEMMs per
+  # chunk; 0 = auto (CPU: the chunk whose dz is ~1.5 MiB; GPU/TPU: the whole sequence).
+  m.backward_chunk = 0
   return m
 
 
@@ -89,6 +92,9 @@ def resolve(config: Mapping[str, Any] | ml_collections.ConfigDict) -> ml_collect
               "norm_max_steps"):
     if merged[key] < 1:
       raise ValueError(f"config.model.{key} must be a positive integer, got {merged[key]!r}")
+  if merged.backward_chunk < 0:
+    raise ValueError("config.model.backward_chunk must be 0 (auto) or a positive number of "
+                     f"steps, got {merged.backward_chunk!r}")
   for key in ("dropout", "recurrent_dropout"):
     if not 0.0 <= merged[key] < 1.0:
       raise ValueError(f"config.model.{key} must be in [0, 1), got {merged[key]!r}")

@@ -84,7 +84,7 @@ class RecurrentStack(nnx.Module):
     if cfg.norm == "vertical" and len(normed) != depth:
       raise ValueError("norm='vertical' normalises across all layers; use norm_layers='all'")
     self.in_features = in_features
-    self.how = strategy(_engine(cfg), cfg.remat)
+    self.how = strategy(_engine(cfg), cfg.remat, backward_chunk=cfg.backward_chunk)
     self.vertical_skip = cfg.vertical_skip
     widths = [in_features] + [size + (in_features if cfg.vertical_skip == "dense" else 0)
                               ] * (depth - 1)

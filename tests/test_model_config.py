@@ -89,6 +89,11 @@ def test_sizes_must_be_positive_integers(key, value):
     build(**{key: value})
 
 
+def test_backward_chunk_must_be_auto_or_positive():
+  with pytest.raises(ValueError, match=r"backward_chunk must be 0 \(auto\) or a positive"):
+    build(backward_chunk=-1)
+
+
 @pytest.mark.parametrize("key", ["hidden_size", "num_layers"])
 def test_sizes_reject_bools(key):
   # (Message wording is "a positive integer" or "an integer" depending on which check fires.)
