@@ -104,9 +104,9 @@ def scan_custom_vjp(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Arra
       dcarry, dpw, dinit = state
       dy, m, r, x, sv = inputs
       carry_prev = sv[0]  # after the reset
-      if analytic:  # de is the whole d(h W_h) here: one matmul
+      if analytic:  # de is the whole d(h W_h) here (None: it equals dz): one matmul
         dpw_t, dz, de, dcarry_prev = _analytic_pullback(cell, sv[1], carry_prev, dcarry, dy, m)
-        dh_in = de @ w_h.T
+        dh_in = (dz if de is None else de) @ w_h.T
       else:
         if how.remat:
           zh = recurrent_input(carry_prev, rmask) @ w_h
@@ -135,7 +135,7 @@ def scan_custom_vjp(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Arra
       step_state, (dz, de) = jax.lax.scan(body, step_state, inputs, reverse=True)
       xs_c, saved_c = inputs[3], inputs[4]
       h_in = recurrent_input(saved_c[0], rmask)
-      dw_h = _sum_outer(h_in, de if analytic else dz)
+      dw_h = _sum_outer(h_in, de if analytic and de is not None else dz)
       if needs_zh and not analytic:
         dw_h = dw_h.at[:, cols].add(_sum_outer(h_in, de))
       acc = jax.tree.map(jnp.add, acc, {"w_x": _sum_outer(xs_c, dz), "b": dz.sum(axis=(0, 1)),
@@ -169,12 +169,13 @@ def scan_custom_vjp(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Arra
 def _analytic_pullback(cell: Cell, gates: Any, carry_prev: Carry, dcarry: Carry, dy: jax.Array,
                        m: jax.Array | None):
   """The pullback of `mask_step(cell.pointwise_saving(...))` from the cell's own backward, for a
-  cell whose output y_t is its new h (carry[0]) and whose carry is (h,)."""
-  dh = dcarry[0] + dy
-  if m is not None:
+  cell whose output y_t is its new h (carry[0])."""
+  d = (dcarry[0] + dy,) + tuple(dcarry[1:])
+  if m is not None:  # a frozen step passes d(carry) straight through
     keep = m[:, None]
-    dh, frozen = jnp.where(keep, dh, 0.0), jnp.where(keep, 0.0, dcarry[0])
-  dpw, dz, de, dprev = cell.pointwise_backward(gates, carry_prev, dh)
+    frozen = tuple(jnp.where(keep, 0.0, c) for c in dcarry)
+    d = tuple(jnp.where(keep, c, 0.0) for c in d)
+  dpw, dz, de, dprev = cell.pointwise_backward(gates, carry_prev, d)
   if m is not None:
-    dprev = (dprev[0] + frozen,)
+    dprev = tuple(a + b for a, b in zip(dprev, frozen))
   return dpw, dz, de, dprev

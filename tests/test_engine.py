@@ -226,7 +226,8 @@ def test_mask_with_gaps_and_empty_sequence(name, engine_name, remat):
 
 
 @pytest.mark.parametrize("chunk,remat", [(1, False), (2, False), (2, True)])
-@pytest.mark.parametrize("name", ["gru", "lstm_peephole", "lstm_lecture_peephole", "rnn_mlp"])
+@pytest.mark.parametrize("name", ["gru", "lstm_standard", "lstm_peephole", "lstm_lecture_peephole",
+                                  "rnn_mlp"])
 def test_backward_chunks_match_plain_loop(name, chunk, remat):
   """The custom VJP's reverse scan in chunks (T = 3: three chunks of 1, or a head of 1 and a
   chunk of 2) gives the plain loop's gradients; masks with holes and padded rows included."""
@@ -312,20 +313,25 @@ def test_unknown_engine_lists_choices():
     assert choice in str(info.value)
 
 
-@pytest.mark.parametrize("overrides,expected", [
-    ({}, True), ({"activation": "relu"}, False), ({"horizontal_skip": "residual"}, False),
-    ({"norm": "mini_vertical"}, False)])
-def test_gru_takes_its_analytic_backward_only_where_it_holds(overrides, expected):
-  """The GRU's own backward (saved gates, one matmul for dh_{t-1}) stands in for autodiff of
-  its plain tanh step only; the gradients above (vjp engines vs the loop) then test it."""
-  assert build("gru", **overrides).layers[0].analytic_backward() is expected
+@pytest.mark.parametrize("name,overrides,expected", [
+    ("gru", {}, True), ("gru", {"activation": "relu"}, False),
+    ("gru", {"horizontal_skip": "residual"}, False), ("gru", {"norm": "mini_vertical"}, False),
+    ("lstm_standard", {}, True), ("lstm_standard", {"lstm_variant": "np"}, True),
+    ("lstm_peephole", {}, False), ("lstm_standard", {"lstm_variant": "cifg"}, False),
+    ("lstm_standard", {"activation": "relu"}, False),
+    ("lstm_standard", {"horizontal_skip": "learned"}, False),
+    ("lstm_standard", {"norm": "mini_vertical"}, False)])
+def test_own_backward_only_where_it_holds(name, overrides, expected):
+  """The GRU's and the LSTM's own backward (saved gates) stands in for autodiff of their plain
+  tanh step only; the gradients above (vjp engines vs the loop) then test it."""
+  assert build(name, **overrides).layers[0].analytic_backward() is expected
 
 
 @pytest.mark.parametrize("masked", [False, "holes"])
-def test_gru_analytic_backward_equals_the_generic_pullback(masked, monkeypatch):
-  """Same gradients with the GRU's own backward and with the generic jax.vjp pullback, under
+@pytest.mark.parametrize("name", ["gru", "lstm_standard"])
+def test_own_backward_equals_the_generic_pullback(name, masked, monkeypatch):
+  """Same gradients with the cell's own backward and with the generic jax.vjp pullback, under
   masks, resets, recurrent dropout and a learned initial state (2 layers)."""
-  from rnn_research.cells.gru import GRUCell
   rng = np.random.default_rng(3)
   xs = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)
   mask = make_mask(masked)
@@ -333,13 +339,13 @@ def test_gru_analytic_backward_equals_the_generic_pullback(masked, monkeypatch):
   cfg = dict(engine="vjp", num_layers=2, recurrent_dropout=0.3, learned_initial_state=True)
 
   def grads():
-    model = build("gru", **cfg)
+    model = build(name, **cfg)
     key = jax.random.PRNGKey(0)
     return nnx.grad(lambda m, x: jnp.sum(m(x, mask, resets=resets, key=key) ** 2),
                     argnums=(0, 1))(model, xs)
 
   analytic = grads()
-  monkeypatch.setattr(GRUCell, "analytic_backward", lambda self: False)
+  monkeypatch.setattr(type(build(name).layers[0]), "analytic_backward", lambda self: False)
   generic = grads()
   for a, b in zip(jax.tree.leaves(analytic), jax.tree.leaves(generic)):
     np.testing.assert_allclose(a, b, **GRAD_TOL)

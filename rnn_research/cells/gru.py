@@ -57,8 +57,8 @@ class GRUCell(Cell):
     h = (1.0 - u) * n + u * h_prev
     return (h,), h, (r, u, n, e)
 
-  def pointwise_backward(self, saved, carry: Carry, dh: jax.Array):
-    """dL/dh_t -> (d pw, d(x W_x + b) [B, 3H], d(h W_h) [B, 3H], d carry_{t-1} but the W_h
+  def pointwise_backward(self, saved, carry: Carry, dcarry: Carry):
+    """dL/dh_t (dcarry = (dh,)) -> (d pw, d(x W_x + b) [B, 3H], d(h W_h) [B, 3H], d carry_{t-1} but the W_h
     path), from the saved gates (the gradients of x W_x and h W_h differ in the n block only):
 
       dn* = dh (1 - u)(1 - n^2)       (n* the candidate's pre-activation)
@@ -66,7 +66,7 @@ class GRUCell(Cell):
       dr* = dn* e r (1 - r),  du* = dh (h_{t-1} - n) u (1 - u),  dh_{t-1} = dh u
     """
     r, u, n, e = saved
-    (h_prev,) = carry
+    (h_prev,), (dh,) = carry, dcarry
     dn = dh * (1.0 - u) * (1.0 - n * n)
     gates = [dn * e * r * (1.0 - r), dh * (h_prev - n) * u * (1.0 - u)]
     dnr = dn * r

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rnn_research.cells.base import CELLS, Carry, Cell
-from rnn_research.cells.lstm_variants import LSTM_VARIANTS
+from rnn_research.cells.lstm_variants import LSTM_VARIANTS, LSTMVariant
 from rnn_research.initializers import input_init
 
 _PEEPHOLE_STD = 0.1
@@ -38,6 +38,7 @@ class LSTMCell(Cell):
       raise ValueError("lecture_peephole=True needs lstm_variant='lecture', got "
                        f"{cfg.lstm_variant!r}")
     self.lecture_peephole = bool(cfg.lecture_peephole)
+    self.tanh = cfg.activation == "tanh"  # the analytic backward knows tanh' = 1 - tanh^2
     gates = self.variant.gates
     super().__init__(in_features, cfg, rngs, num_gates=len(gates), carry_norm=carry_norm)
     size = cfg.hidden_size
@@ -99,3 +100,33 @@ class LSTMCell(Cell):
     if v.full_gate_recurrence:
       return (h, c, jnp.concatenate([gate["i"], gate["f"], gate["o"]], axis=-1)), h
     return (h, c), h
+
+  def analytic_backward(self) -> bool:
+    """Whether `pointwise_saving`/`pointwise_backward` may stand in for autodiff of the step
+    (`rnn_research.vjp`): the standard cell with tanh, no in-step axis around it."""
+    return (self.variant == LSTMVariant() and self.tanh and self.skip == "none"
+            and self.carry_norm_eps is None)
+
+  def pointwise_saving(self, pw, z, zh, carry: Carry):
+    """`pointwise` of the standard tanh LSTM, also returning what its backward reads:
+    (i, f, g, o, tanh c_t)."""
+    c_prev, size = carry[1], self.hidden_size
+    i, f, o = (jax.nn.sigmoid(z[..., k * size:(k + 1) * size]) for k in (0, 1, 3))
+    g = jnp.tanh(z[..., 2 * size:3 * size])
+    c = f * c_prev + i * g
+    tc = jnp.tanh(c)
+    return (o * tc, c), o * tc, (i, f, g, o, tc)
+
+  def pointwise_backward(self, saved, carry: Carry, dcarry: Carry):
+    """dL/d(h_t, c_t) -> (d pw, d(x W_x + b) [B, 4H], None (d(h W_h) is the same), d carry_{t-1}
+    but the W_h path), from the saved gates:
+
+      dc = dc_t + dh_t o (1 - tanh^2 c_t),    dc_{t-1} = dc f
+      dz = [dc g i (1 - i),  dc c_{t-1} f (1 - f),  dc i (1 - g^2),  dh_t tanh(c_t) o (1 - o)]
+    """
+    i, f, g, o, tc = saved
+    c_prev, (dh, dc) = carry[1], dcarry
+    dc = dc + dh * o * (1.0 - tc * tc)
+    dz = jnp.concatenate([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
+                          dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)], axis=-1)
+    return {}, dz, None, (jnp.zeros_like(dh), dc * f)
