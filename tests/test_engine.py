@@ -320,15 +320,17 @@ def test_unknown_engine_lists_choices():
     ("lstm_peephole", {}, False), ("lstm_standard", {"lstm_variant": "cifg"}, False),
     ("lstm_standard", {"activation": "relu"}, False),
     ("lstm_standard", {"horizontal_skip": "learned"}, False),
-    ("lstm_standard", {"norm": "mini_vertical"}, False)])
+    ("lstm_standard", {"norm": "mini_vertical"}, False),
+    ("rnn", {}, True), ("rnn_mlp", {}, False), ("rnn", {"activation": "relu"}, False),
+    ("rnn", {"horizontal_skip": "residual"}, False)])
 def test_own_backward_only_where_it_holds(name, overrides, expected):
-  """The GRU's and the LSTM's own backward (saved gates) stands in for autodiff of their plain
-  tanh step only; the gradients above (vjp engines vs the loop) then test it."""
+  """The rnn's, GRU's and LSTM's own backward (saved gates) stands in for autodiff of their
+  plain tanh step only; the gradients above (vjp engines vs the loop) then test it."""
   assert build(name, **overrides).layers[0].analytic_backward() is expected
 
 
 @pytest.mark.parametrize("masked", [False, "holes"])
-@pytest.mark.parametrize("name", ["gru", "lstm_standard"])
+@pytest.mark.parametrize("name", ["rnn", "gru", "lstm_standard"])
 def test_own_backward_equals_the_generic_pullback(name, masked, monkeypatch):
   """Same gradients with the cell's own backward and with the generic jax.vjp pullback, under
   masks, resets, recurrent dropout and a learned initial state (2 layers)."""

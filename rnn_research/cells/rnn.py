@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from rnn_research.cells.base import CELLS, Carry, Cell
@@ -26,11 +27,12 @@ class RNNCell(Cell):
       raise ValueError(f"unknown transition {cfg.transition!r}; valid choices: "
                        f"{', '.join(TRANSITIONS)}")
     self.mlp = cfg.transition == "mlp"
+    self.tanh = cfg.activation == "tanh"  # the analytic backward knows tanh' = 1 - h^2
     super().__init__(in_features, cfg, rngs, num_gates=1,
                      gate_width=cfg.mlp_hidden if self.mlp else None, carry_norm=carry_norm)
     if self.mlp:
       self.w_2 = nnx.Param(input_init(rngs.params(), (cfg.mlp_hidden, cfg.hidden_size)))
-      self.b_2 = nnx.Param(jax.numpy.zeros((cfg.hidden_size,)))
+      self.b_2 = nnx.Param(jnp.zeros((cfg.hidden_size,)))
 
   def extra_params(self) -> dict[str, jax.Array]:
     return {"w_2": self.w_2[...], "b_2": self.b_2[...]} if self.mlp else {}
@@ -40,3 +42,18 @@ class RNNCell(Cell):
     if self.mlp:
       h = self.activation(h @ pw["w_2"] + pw["b_2"])
     return (h,), h
+
+  def analytic_backward(self) -> bool:
+    """Whether `pointwise_saving`/`pointwise_backward` may stand in for autodiff of the step
+    (`rnn_research.vjp`): the linear tanh cell, no in-step axis around it."""
+    return not self.mlp and self.tanh and self.skip == "none" and self.carry_norm_eps is None
+
+  def pointwise_saving(self, pw, z, zh, carry: Carry):
+    """`pointwise` of the linear tanh cell, also returning what its backward reads: (h_t,)."""
+    h = jnp.tanh(z)
+    return (h,), h, (h,)
+
+  def pointwise_backward(self, saved, carry: Carry, dcarry: Carry):
+    """dL/dh_t -> (d pw, dz = dh_t (1 - h_t^2), None (d(h W_h) is the same), 0 but W_h's path)."""
+    (h,), (dh,) = saved, dcarry
+    return {}, dh * (1.0 - h * h), None, (jnp.zeros_like(dh),)
