@@ -160,7 +160,12 @@ class Cell(nnx.Module):
 
   def analytic_backward(self) -> bool:
     """Whether the cell's own `pointwise_saving` / `pointwise_backward` stand in for autodiff
-    of its step in the custom VJP (`rnn_research.vjp`); cells without them say False."""
+    of its step in the custom VJP (`rnn_research.vjp`); cells without them say False.
+
+    For a cell whose output y_t is its new h: `pointwise_saving(pw, z, zh, carry) -> (carry_t,
+    y_t, saved)` and `pointwise_backward(saved, carry_{t-1}, d carry_t) -> (d pw, dz,
+    d(h W_h) or None where it equals dz, d carry_{t-1} but the W_h path)`.
+    """
     return False
 
   def zh_columns(self) -> slice | None:

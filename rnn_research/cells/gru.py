@@ -58,8 +58,9 @@ class GRUCell(Cell):
     return (h,), h, (r, u, n, e)
 
   def pointwise_backward(self, saved, carry: Carry, dcarry: Carry):
-    """dL/dh_t (dcarry = (dh,)) -> (d pw, d(x W_x + b) [B, 3H], d(h W_h) [B, 3H], d carry_{t-1} but the W_h
-    path), from the saved gates (the gradients of x W_x and h W_h differ in the n block only):
+    """dL/dh_t (dcarry = (dh,)) -> (d pw, d(x W_x + b) [B, 3H], d(h W_h) [B, 3H],
+    d carry_{t-1} but the W_h path), from the saved gates (the gradients of x W_x and h W_h
+    differ in the n block only):
 
       dn* = dh (1 - u)(1 - n^2)       (n* the candidate's pre-activation)
       d(x W_x) = [dr*, du*, dn*],   d(h W_h) = [dr*, du*, dn* r],   d b_hn = sum_b dn* r
