@@ -115,7 +115,8 @@ class LSTMCell(Cell):
     g = jnp.tanh(z[..., 2 * size:3 * size])
     c = f * c_prev + i * g
     tc = jnp.tanh(c)
-    return (o * tc, c), o * tc, (i, f, g, o, tc)
+    h = o * tc
+    return (h, c), h, (i, f, g, o, tc)
 
   def pointwise_backward(self, saved, carry: Carry, dcarry: Carry):
     """dL/d(h_t, c_t) -> (d pw, d(x W_x + b) [B, 4H], None (d(h W_h) is the same), d carry_{t-1}
