@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rnn_research.models import RecurrentStack, build
+from rnn_research.core.models import RecurrentStack, build
 
 _CELL_OF = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
 

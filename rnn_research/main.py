@@ -16,7 +16,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rnn_research import data_parallel, train
+from rnn_research.training import data_parallel, train
 from rnn_research.cli import parse_flags
 
 FLAGS = flags.FLAGS

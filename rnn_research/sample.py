@@ -17,8 +17,8 @@ import numpy as np
 from absl import app, flags, logging
 from flax import nnx
 
-from rnn_research import train
-from rnn_research.checkpointing import Checkpointer
+from rnn_research.training import train
+from rnn_research.training.checkpointing import Checkpointer
 from rnn_research.cli import parse_flags
 
 FLAGS = flags.FLAGS

@@ -36,8 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rnn_research.engine import strategy
-from rnn_research.models import build
+from rnn_research.core.engine import strategy
+from rnn_research.core.models import build
 
 try:
   import torch

@@ -4,7 +4,7 @@
   python scripts/benchmark_parallel.py                       # T = 128, 1024, 8192; ~2-3 min
   python scripts/benchmark_parallel.py --lengths=64,512 --batch=32 --hidden=256 --reps=3
 
-One layer built by `rnn_research.models.build(..., out_features=None)`: gru/lstm with the
+One layer built by `rnn_research.core.models.build(..., out_features=None)`: gru/lstm with the
 default engine (`auto`: the sequential scan with the custom VJP on CPU); min cells as
 `min_gru:associative` (`jax.lax.associative_scan`) and `min_gru:scan` (a sequential scan of the
 same elementwise recurrence, what `auto` picks on CPU). fwd+bwd = jitted gradient of sum(outputs) w.r.t. every
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rnn_research.models import build
+from rnn_research.core.models import build
 
 CELLS = ("gru", "lstm", "min_gru:associative", "min_gru:scan", "min_lstm:associative",
          "min_lstm:scan")

@@ -26,7 +26,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from rnn_research import diagnostics, models  # noqa: E402
+from rnn_research.training import diagnostics  # noqa: E402
+from rnn_research.core import models
 from rnn_research.tasks import TASKS  # noqa: E402
 
 CASES = {  # file name: (title, config.model overrides)

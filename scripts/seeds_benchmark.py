@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs.tasks import kalman  # noqa: E402
-from rnn_research import train  # noqa: E402
+from rnn_research.training import train  # noqa: E402
 
 
 def _time(fn, reps: int) -> float:

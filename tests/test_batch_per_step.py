@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research.models import build
+from rnn_research.core.models import build
 
 B, T, F, H = 4, 6, 3, 5
 CELLS = ["lstm", "gru", "rnn"]

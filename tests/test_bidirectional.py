@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research import models
+from rnn_research.core import models
 
 import param_noise
 

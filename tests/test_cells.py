@@ -9,13 +9,13 @@ import pytest
 from flax import nnx
 from jax.test_util import check_grads
 
-from rnn_research import engine, models
-from rnn_research.activations import ACTIVATIONS
-from rnn_research.cells import CELLS, LSTM_VARIANTS
-from rnn_research.initializers import RECURRENT_INITS
-from rnn_research.model_config import resolve
-from rnn_research.step import cell_step
-from rnn_research.vjp import scan_custom_vjp
+from rnn_research.core import engine, models
+from rnn_research.core.activations import ACTIVATIONS
+from rnn_research.core.cells import CELLS, LSTM_VARIANTS
+from rnn_research.core.initializers import RECURRENT_INITS
+from rnn_research.core.model_config import resolve
+from rnn_research.core.step import cell_step
+from rnn_research.core.vjp import scan_custom_vjp
 
 B, T, F, H = 2, 4, 3, 3
 TOL = dict(atol=1e-5, rtol=1e-5)

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from rnn_research.checkpointing import Checkpointer, CheckpointsUnreadableError
+from rnn_research.training.checkpointing import Checkpointer, CheckpointsUnreadableError
 
 
 def make_state(seed: int = 0) -> dict:
@@ -135,7 +135,7 @@ def test_corrupt_latest_falls_back_with_warning(ckpt_dir, caplog, only_array_dat
     assert step == 2
     assert_bit_exact(restored, make_state(2))
     warnings = [r.getMessage() for r in caplog.records
-                if r.name == "rnn_research.checkpointing"]
+                if r.name == "rnn_research.training.checkpointing"]
     assert len(warnings) == 1 and "step 3" in warnings[0] and "\n" not in warnings[0]
     assert os.path.isdir(os.path.join(ckpt_dir, "3"))  # kept for inspection
     # Resuming from 2 and saving step 3 again moves the corrupt one aside (not deleted).

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnn_research import compare
-from rnn_research.metric_writer import MetricWriter
-from rnn_research.status import write_status
+from rnn_research.experiments import compare
+from rnn_research.training.metric_writer import MetricWriter
+from rnn_research.training.status import write_status
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = (0, 100, 200, 300)
@@ -269,8 +269,8 @@ def test_cli_bad_input_exits_2(sweep_dir, tmp_path_factory, args, message):
 
 
 def test_import_leaves_jax_out():
-  code = ("import sys, rnn_research.compare; "
-          "bad = [m for m in ('jax', 'flax', 'optax', 'orbax', 'rnn_research.train') "
+  code = ("import sys, rnn_research.experiments.compare; "
+          "bad = [m for m in ('jax', 'flax', 'optax', 'orbax', 'rnn_research.training.train') "
           "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
   proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                         timeout=120)

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research import models
+from rnn_research.core import models
 
 import param_noise
 
@@ -49,8 +49,8 @@ PRODUCT = list(itertools.product(CELLS, NORMS, VERTICAL_SKIPS, HORIZONTAL_SKIPS)
 
 
 def test_product_is_complete():
-  from rnn_research import norms
-  from rnn_research.cells.base import HORIZONTAL_SKIPS as CELL_HORIZONTAL_SKIPS
+  from rnn_research.core import norms
+  from rnn_research.core.cells.base import HORIZONTAL_SKIPS as CELL_HORIZONTAL_SKIPS
   assert set(NORMS) == set(norms.NORMS)
   assert set(VERTICAL_SKIPS) == set(models.VERTICAL_SKIPS)
   assert set(HORIZONTAL_SKIPS) == set(CELL_HORIZONTAL_SKIPS)

@@ -1,4 +1,4 @@
-"""Data-parallel training (`config.train.data_parallel`, `rnn_research.data_parallel`) on two
+"""Data-parallel training (`config.train.data_parallel`, `rnn_research.training.data_parallel`) on two
 CPU devices (`--xla_force_host_platform_device_count=2`): the same losses and metrics as on one
 device, batch norm's statistics over the whole batch, batches really split over the devices
 (also the batch axis 1 of a vmapped seed group), and a batch that does not split is refused.
@@ -26,8 +26,8 @@ import json, os, sys
 import jax
 import numpy as np
 from configs import default
-from rnn_research import data_parallel, train
-from rnn_research.metric_writer import read_scalars
+from rnn_research.training import data_parallel, train
+from rnn_research.training.metric_writer import read_scalars
 
 out_dir = sys.argv[1]
 calls = []

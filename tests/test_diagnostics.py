@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from rnn_research.diagnostics import tree_norm
+from rnn_research.training.diagnostics import tree_norm
 
 
 def test_equals_the_plain_norm():

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research import engine, models
-from rnn_research.step import cell_step
+from rnn_research.core import engine, models
+from rnn_research.core.step import cell_step
 
 B, T, F, H, L = 2, 3, 3, 3, 1
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -265,7 +265,7 @@ def test_backward_chunks_under_resets_dropout_and_learned_state(name):
     (3, 16, 384, 3),        # never more than the sequence
     (100, 4096, 4096, 1)])  # a step beyond the budget still makes a chunk of one
 def test_auto_chunk_holds_about_chunk_bytes_of_dz(steps, batch, width, expected):
-  from rnn_research.vjp import chunk_steps
+  from rnn_research.core.vjp import chunk_steps
   assert chunk_steps(engine.strategy("vjp", backend="cpu"), steps, batch, width) == expected
   # GPU/TPU: the whole sequence (one GEMM per weight, as cuDNN); a configured size wins.
   assert chunk_steps(engine.strategy("vjp", backend="gpu"), steps, batch, width) == steps

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research import models
+from rnn_research.core import models
 
 B, T, F, H, O = 3, 6, 3, 4, 2
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -178,7 +178,7 @@ def test_skip_history_starts_at_zero(cell):
 def test_trained_by_the_trainer(tmp_path):
   # One optimizer step moves carry_init off zero in every layer.
   from configs import default
-  from rnn_research import train
+  from rnn_research.training import train
   config = default.base("kalman")
   config.task.length, config.task.eval_size = 8, 4
   config.model.update(cell="gru", hidden_size=H, num_layers=2, learned_initial_state=True)

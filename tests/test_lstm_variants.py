@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research import models
-from rnn_research.cells import CELLS, LSTM_VARIANTS
-from rnn_research.model_config import resolve
+from rnn_research.core import models
+from rnn_research.core.cells import CELLS, LSTM_VARIANTS
+from rnn_research.core.model_config import resolve
 
 B, F, H = 2, 3, 3
 TOL = dict(atol=1e-6, rtol=1e-6)

@@ -23,10 +23,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from rnn_research import train
-from rnn_research.checkpointing import Checkpointer
-from rnn_research.metric_writer import read_scalars
-from rnn_research.status import read_status
+from rnn_research.training import train
+from rnn_research.training.checkpointing import Checkpointer
+from rnn_research.training.metric_writer import read_scalars
+from rnn_research.training.status import read_status
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_CONFIGS = sorted(p.stem for p in (ROOT / "configs" / "tasks").glob("*.py")

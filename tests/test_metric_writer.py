@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing import plugin_event_accumulator as pea
 from tensorboard.plugins.hparams import metadata as hp_metadata
 from tensorboard.util import tensor_util
 
-from rnn_research.metric_writer import MetricWriter, heatmap_rgb, read_scalars
+from rnn_research.training.metric_writer import MetricWriter, heatmap_rgb, read_scalars
 
 
 def plugin_acc(logdir) -> pea.EventAccumulator:
@@ -174,7 +174,7 @@ def test_hparams_without_metrics_leave_the_experiment_to_tensorboard(tmp_path):
 def test_module_imports_neither_jax_nor_tensorflow(tmp_path):
   with MetricWriter(str(tmp_path)) as w:
     w.write_scalars(1, {"a": 1.0})
-  code = ("import sys; from rnn_research.metric_writer import read_scalars; "
+  code = ("import sys; from rnn_research.training.metric_writer import read_scalars; "
           f"assert read_scalars({str(tmp_path)!r}) == {{'a': [(1, 1.0)]}}; "
           "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'tensorflow')))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research import engine, models, parallel_scan
-from rnn_research.cells import CELLS
-from rnn_research.model_config import resolve
-from rnn_research.step import cell_step
+from rnn_research.core import engine, models, parallel_scan
+from rnn_research.core.cells import CELLS
+from rnn_research.core.model_config import resolve
+from rnn_research.core.step import cell_step
 
 import param_noise
 
@@ -412,7 +412,7 @@ def test_parallel_scan_refuses_recurrent_cells():
 def test_trains_through_the_trainer(name, tmp_path):
   """A few steps of the real trainer (diagnostics included, which must not expect W_h)."""
   from configs import default
-  from rnn_research import train
+  from rnn_research.training import train
   config = default.base("kalman")
   config.task.length, config.task.eval_size = 10, 8
   config.model.cell, config.model.hidden_size = name, 4

@@ -10,8 +10,8 @@ import ml_collections
 import pytest
 from flax import nnx
 
-from rnn_research import models
-from rnn_research.model_config import model_defaults, resolve
+from rnn_research.core import models
+from rnn_research.core.model_config import model_defaults, resolve
 
 F, H = 2, 3
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py"

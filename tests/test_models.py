@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research import models
-from rnn_research.cells import LSTM_VARIANTS
+from rnn_research.core import models
+from rnn_research.core.cells import LSTM_VARIANTS
 
 import param_noise
 

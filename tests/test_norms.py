@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research import models, norms
-from rnn_research.engine import run_layer
-from rnn_research.norms import MiniLayerNorm, VerticalNorm, normalize_features
-from rnn_research.step import cell_step
+from rnn_research.core import models, norms
+from rnn_research.core.engine import run_layer
+from rnn_research.core.norms import MiniLayerNorm, VerticalNorm, normalize_features
+from rnn_research.core.step import cell_step
 
 B, T, F, H = 3, 5, 2, 4
 LENGTHS = (5, 2, 0)  # one full, one short and one empty sequence

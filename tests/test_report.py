@@ -1,9 +1,9 @@
-"""`rnn_research.report`: render's placeholders, run_sections' sweeps and times, and the CLI.
+"""`rnn_research.experiments.report`: render's placeholders, run_sections' sweeps and times, and the CLI.
 
 Every sweep here is synthesized (real event files via MetricWriter, config.json, status.json,
 sweep.json) and `run_sweep` is replaced by a recorder: nothing is trained.
 
-report's flags (--workdir, --parallel, --only) share names with those of rnn_research.sweep
+report's flags (--workdir, --parallel, --only) share names with those of rnn_research.experiments.sweep_runner
 and rnn_research.main, so importing it into absl's global FLAGS would make test_sweep.py's
 import fail in the same pytest process (see test_report_and_sweep_share_a_process). The
 `report` fixture therefore loads it with a FlagValues of its own; the CLI tests run it as
@@ -24,22 +24,22 @@ from pathlib import Path
 import pytest
 from absl import flags
 
-from rnn_research.metric_writer import MetricWriter
-from rnn_research.status import write_status
+from rnn_research.training.metric_writer import MetricWriter
+from rnn_research.training.status import write_status
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def report():
-  """rnn_research.report, its flags defined in a private FlagValues (module.FLAGS)."""
+  """rnn_research.experiments.report, its flags defined in a private FlagValues (module.FLAGS)."""
   private, shared = flags.FlagValues(), set(flags.FLAGS)
   with pytest.MonkeyPatch.context() as mp:
     for name in ("DEFINE_string", "DEFINE_integer", "DEFINE_bool", "mark_flags_as_required"):
       mp.setattr(flags, name, functools.partial(getattr(flags, name), flag_values=private))
     mp.setattr(flags, "FLAGS", private)
-    sys.modules.pop("rnn_research.report", None)
-    module = importlib.import_module("rnn_research.report")
+    sys.modules.pop("rnn_research.experiments.report", None)
+    module = importlib.import_module("rnn_research.experiments.report")
   assert module.FLAGS is private and "workdir" in private
   assert not set(private) & (set(flags.FLAGS) - shared)  # (absl.app adds flags of its own)
   return module
@@ -300,7 +300,7 @@ def test_cli_no_run_rebuilds_report_from_disk(report, tmp_path):
 
 
 def test_run_sections_runs_the_real_sweep_cli(report, tmp_path):
-  # A sweep file whose only member is invalid: the real `rnn_research.sweep` process checks it,
+  # A sweep file whose only member is invalid: the real `rnn_research.experiments.sweep_runner` process checks it,
   # exits 2 before training anything, and run_sections stops with that code.
   bad = tmp_path / "bad_sweep.py"
   bad.write_text("from configs import default\n"

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research import diagnostics, models
-from rnn_research.engine import run_layer
+from rnn_research.training import diagnostics
+from rnn_research.core import models
+from rnn_research.core.engine import run_layer
 
 B, T, F, H, O = 2, 6, 2, 3, 2
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -43,7 +44,7 @@ def inputs(in_features: int = F, steps: int = T, lengths=(T, 3)):
 
 
 def pre_activations(cell, p, carry, x):
-  """(z, zh[..., cols]) of one step, as `rnn_research.step.recur` forms them."""
+  """(z, zh[..., cols]) of one step, as `rnn_research.core.step.recur` forms them."""
   zh = carry[0] @ p["w_h"]
   cols = cell.zh_columns()
   return x @ p["w_x"] + p["b"] + zh, None if cols is None else zh[..., cols]

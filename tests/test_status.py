@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from rnn_research import status
-from rnn_research.status import STATES, read_status, write_status
+from rnn_research.training import status
+from rnn_research.training.status import STATES, read_status, write_status
 
 
 def test_missing_status_reads_empty(tmp_path):

@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 
 from configs import default
-from rnn_research import sweep, sweep_spec, train
-from rnn_research.metric_writer import read_scalars
-from rnn_research.status import read_status, write_status
+from rnn_research.experiments import sweep_runner as sweep, sweep_spec
+from rnn_research.training import train
+from rnn_research.training.metric_writer import read_scalars
+from rnn_research.training.status import read_status, write_status
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 240
@@ -32,7 +33,7 @@ TIMEOUT = 240
 SWEEP_FILE = '''
 """A tiny test sweep: a ReLU RNN that learns, and one that diverges."""
 from configs import default
-from rnn_research.sweep_spec import product, seeds, sweep
+from rnn_research.experiments.sweep_spec import product, seeds, sweep
 
 
 def get_config(arg=None):

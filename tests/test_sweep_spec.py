@@ -1,4 +1,4 @@
-"""Declaring a sweep (`rnn_research.sweep_spec`): the member builders (sweep, seeds, product,
+"""Declaring a sweep (`rnn_research.experiments.sweep_spec`): the member builders (sweep, seeds, product,
 zipit and their dict shorthand), member names, applying overrides to a locked config, loading
 a sweep file, and `check` reporting every bad member in one SweepError before anything runs.
 """
@@ -10,8 +10,8 @@ import ml_collections
 import pytest
 
 from configs import default
-from rnn_research import train
-from rnn_research.sweep_spec import (Sweep, SweepError, apply, check, load, member_names,
+from rnn_research.training import train
+from rnn_research.experiments.sweep_spec import (Sweep, SweepError, apply, check, load, member_names,
                                      product, seeds, sweep, zipit)
 
 
@@ -234,7 +234,7 @@ def test_load_passes_arg_and_names_members(tmp_path):
   path = write(tmp_path, '''
       """A sweep for tests."""
       from configs import default
-      from rnn_research.sweep_spec import product, seeds
+      from rnn_research.experiments.sweep_spec import product, seeds
 
       def get_config(arg=None):
         config = default.for_task("kalman", cell="gru", hidden_size=4, steps=4, batch_size=4)

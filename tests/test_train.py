@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from configs import default
-from rnn_research import diagnostics, optim, train
-from rnn_research.metric_writer import read_scalars
-from rnn_research.status import read_status
+from rnn_research.training import diagnostics, optim, train
+from rnn_research.training.metric_writer import read_scalars
+from rnn_research.training.status import read_status
 
 
 def tiny_kalman(seed: int = 0, steps: int = 6):
@@ -327,7 +327,7 @@ def test_whole_sequence_norm_statistics_train_without_gradient_flow(tmp_path):
 
 from flax import nnx  # noqa: E402  (this section's own imports, appended)
 
-from rnn_research.checkpointing import Checkpointer  # noqa: E402
+from rnn_research.training.checkpointing import Checkpointer  # noqa: E402
 from rnn_research.tasks import TASKS  # noqa: E402
 
 

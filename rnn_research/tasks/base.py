@@ -27,9 +27,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from rnn_research import config_section
-from rnn_research.config_section import check_range
-from rnn_research.registry import Registry
+from rnn_research.core import config_section
+from rnn_research.core.config_section import check_range
+from rnn_research.core.registry import Registry
 from rnn_research.tasks import batching, losses
 
 Batch = dict[str, np.ndarray]

@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 
 from rnn_research.tasks import batching, losses, package_data
-from rnn_research.config_section import check_range
+from rnn_research.core.config_section import check_range
 from rnn_research.tasks.base import TASKS, Batch, ClassificationTask
 
 UNK = "~"

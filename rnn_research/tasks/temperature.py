@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from rnn_research.tasks import batching, package_data
-from rnn_research.config_section import check_range
+from rnn_research.core.config_section import check_range
 from rnn_research.tasks.base import TASKS, Batch, RegressionTask
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rnn_research.registry import Registry
+from rnn_research.core.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)

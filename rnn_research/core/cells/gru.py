@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_research.cells.base import CELLS, Carry, Cell
+from rnn_research.core.cells.base import CELLS, Carry, Cell
 
 
 @CELLS.register("gru")
@@ -43,7 +43,7 @@ class GRUCell(Cell):
 
   def analytic_backward(self) -> bool:
     """Whether `pointwise_saving`/`pointwise_backward` may stand in for autodiff of the step
-    (`rnn_research.vjp`): the plain cell with tanh, no in-step axis around it."""
+    (`rnn_research.core.vjp`): the plain cell with tanh, no in-step axis around it."""
     return self.tanh and self.skip == "none" and self.carry_norm_eps is None
 
   def pointwise_saving(self, pw, z, zh_n, carry: Carry):

@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_research.cells.base import Carry, Cell
-from rnn_research.step import (mask_step, masked_pointwise, project, recurrent_input,
+from rnn_research.core.cells.base import Carry, Cell
+from rnn_research.core.step import (mask_step, masked_pointwise, project, recurrent_input,
                                reset)
 
 

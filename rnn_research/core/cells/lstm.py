@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_research.cells.base import CELLS, Carry, Cell
-from rnn_research.cells.lstm_variants import LSTM_VARIANTS, LSTMVariant
-from rnn_research.initializers import input_init
+from rnn_research.core.cells.base import CELLS, Carry, Cell
+from rnn_research.core.cells.lstm_variants import LSTM_VARIANTS, LSTMVariant
+from rnn_research.core.initializers import input_init
 
 _PEEPHOLE_STD = 0.1
 
@@ -103,7 +103,7 @@ class LSTMCell(Cell):
 
   def analytic_backward(self) -> bool:
     """Whether `pointwise_saving`/`pointwise_backward` may stand in for autodiff of the step
-    (`rnn_research.vjp`): the standard cell with tanh, no in-step axis around it."""
+    (`rnn_research.core.vjp`): the standard cell with tanh, no in-step axis around it."""
     return (self.variant == LSTMVariant() and self.tanh and self.skip == "none"
             and self.carry_norm_eps is None)
 

@@ -6,7 +6,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from rnn_research.registry import Registry
+from rnn_research.core.registry import Registry
 
 Activation = Callable[[jax.Array], jax.Array]
 ACTIVATIONS: Registry[Activation] = Registry("activation")

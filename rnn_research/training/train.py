@@ -24,11 +24,11 @@ import optax
 from absl import logging
 from flax import nnx
 
-from rnn_research import data_parallel, diagnostics, optim, workdir as run_dir
-from rnn_research.checkpointing import Checkpointer
-from rnn_research.metric_writer import MetricWriter
-from rnn_research.models import build
-from rnn_research.status import write_status
+from rnn_research.training import data_parallel, diagnostics, optim, workdir as run_dir
+from rnn_research.training.checkpointing import Checkpointer
+from rnn_research.training.metric_writer import MetricWriter
+from rnn_research.core.models import build
+from rnn_research.training.status import write_status
 from rnn_research.tasks import TASKS
 
 _POSITIVE = ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every",

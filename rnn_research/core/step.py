@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnn_research.cells.base import Carry, Cell
+from rnn_research.core.cells.base import Carry, Cell
 
 
 def project(p: dict[str, Any], x: jax.Array) -> jax.Array:

@@ -3,7 +3,7 @@
 (Or, with `associative=False`, by a sequential `lax.scan` of the same elementwise recurrence:
 on XLA:CPU that measured faster at every T, see README.)
 
-For the cells of `rnn_research.cells.min_cells` every step is affine in the carry,
+For the cells of `rnn_research.core.cells.min_cells` every step is affine in the carry,
 
   h_t = a_t ⊙ h_{t-1} + b_t,          (a_t, b_t) = cell.coefficients(x_t W_x + b),
 
@@ -31,8 +31,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnn_research.cells.base import Carry, Cell
-from rnn_research.step import project
+from rnn_research.core.cells.base import Carry, Cell
+from rnn_research.core.step import project
 
 
 def combine(first: tuple[jax.Array, jax.Array],

@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from rnn_research import config_section
+from rnn_research.core import config_section
 
 
 def model_defaults() -> ml_collections.ConfigDict:

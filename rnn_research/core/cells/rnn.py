@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_research.cells.base import CELLS, Carry, Cell
-from rnn_research.initializers import input_init
+from rnn_research.core.cells.base import CELLS, Carry, Cell
+from rnn_research.core.initializers import input_init
 
 TRANSITIONS = ("linear", "mlp")
 
@@ -45,7 +45,7 @@ class RNNCell(Cell):
 
   def analytic_backward(self) -> bool:
     """Whether `pointwise_saving`/`pointwise_backward` may stand in for autodiff of the step
-    (`rnn_research.vjp`): the linear tanh cell, no in-step axis around it."""
+    (`rnn_research.core.vjp`): the linear tanh cell, no in-step axis around it."""
     return not self.mlp and self.tanh and self.skip == "none" and self.carry_norm_eps is None
 
   def pointwise_saving(self, pw, z, zh, carry: Carry):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from rnn_research.activations import Activation
+from rnn_research.core.activations import Activation
 
 READOUTS = ("linear", "mlp")
 

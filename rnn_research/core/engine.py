@@ -1,6 +1,6 @@
 """The engine: runs any cell over time in `jax.lax.scan`, with an execution strategy.
 
-Every strategy computes the step of `rnn_research.step`; they differ only in where the
+Every strategy computes the step of `rnn_research.core.step`; they differ only in where the
 matmuls run and how the backward pass is formed.
 
 Strategies (`config.model.engine`):
@@ -25,10 +25,10 @@ from typing import Any
 
 import jax
 
-from rnn_research import parallel_scan
-from rnn_research.cells.base import Carry, Cell
-from rnn_research.step import project, recur
-from rnn_research.vjp import scan_custom_vjp
+from rnn_research.core import parallel_scan
+from rnn_research.core.cells.base import Carry, Cell
+from rnn_research.core.step import project, recur
+from rnn_research.core.vjp import scan_custom_vjp
 
 ENGINES = ("auto", "scan", "scan_hoisted", "vjp", "vjp_hoisted", "associative")
 _AUTO = {"cpu": "vjp"}
@@ -40,7 +40,7 @@ CHUNK_BYTES = 3 << 19  # 1.5 MiB: measured fastest on XLA:CPU at every benchmark
 class Strategy:
   """Attributes:
     hoist: compute x W_x + b for all steps as one GEMM before the scan.
-    custom_vjp: use the custom backward of `rnn_research.vjp`.
+    custom_vjp: use the custom backward of `rnn_research.core.vjp`.
     remat: recompute instead of store for the backward pass.
     associative: run linear-recurrence cells (no W_h) by associative scan.
     chunk_steps: custom VJP only: steps per chunk of the reverse scan (see `vjp`); 0 sizes the

@@ -4,7 +4,7 @@ With no h_{t-1} inside any gate, one step is linear in the carry,
 
   h_t = a_t ⊙ h_{t-1} + b_t,      a_t, b_t [B, H] functions of x_t only,
 
-so a layer runs over time as an associative scan (`rnn_research.parallel_scan`, depth
+so a layer runs over time as an associative scan (`rnn_research.core.parallel_scan`, depth
 O(log T)) instead of a sequential loop. `pointwise` is the same step for streaming and
 time-major execution (`step.cell_step`); both paths share `coefficients`, so they agree.
 
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_research.cells.base import CELLS, Carry, Cell
+from rnn_research.core.cells.base import CELLS, Carry, Cell
 
 
 class MinCell(Cell):

@@ -11,7 +11,7 @@ and one step is
   (carry_t, y_t) = pointwise(pw, z_t, zh_t[..., zh_columns], carry_{t-1})
 
 where `carry = (h, ...)` always starts with the vector that enters W_h and `pw` holds the cell's
-extra parameters (peepholes, the mlp's second layer, ...). The engine (`rnn_research.engine`)
+extra parameters (peepholes, the mlp's second layer, ...). The engine (`rnn_research.core.engine`)
 owns how the two matmuls run; cells only define `pointwise`, which must be pure and read
 nothing but its arguments and static Python attributes.
 
@@ -32,11 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rnn_research.activations import ACTIVATIONS
-from rnn_research.initializers import RECURRENT_INITS, blocks, input_init
-from rnn_research.norms.batch_per_step import StepBatchNorm
-from rnn_research.norms.features import normalize_features
-from rnn_research.registry import Registry
+from rnn_research.core.activations import ACTIVATIONS
+from rnn_research.core.initializers import RECURRENT_INITS, blocks, input_init
+from rnn_research.core.norms.batch_per_step import StepBatchNorm
+from rnn_research.core.norms.features import normalize_features
+from rnn_research.core.registry import Registry
 
 HORIZONTAL_SKIPS = ("none", "residual", "learned")
 
@@ -160,7 +160,7 @@ class Cell(nnx.Module):
 
   def analytic_backward(self) -> bool:
     """Whether the cell's own `pointwise_saving` / `pointwise_backward` stand in for autodiff
-    of its step in the custom VJP (`rnn_research.vjp`); cells without them say False.
+    of its step in the custom VJP (`rnn_research.core.vjp`); cells without them say False.
 
     For a cell whose output y_t is its new h: `pointwise_saving(pw, z, zh, carry) -> (carry_t,
     y_t, saved)` and `pointwise_backward(saved, carry_{t-1}, d carry_t) -> (d pw, dz,

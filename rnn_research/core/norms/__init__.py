@@ -15,11 +15,11 @@ from typing import Any
 
 from flax import nnx
 
-from rnn_research.norms.batch import MaskedBatchNorm
-from rnn_research.norms.batch_per_step import StepBatchNorm
-from rnn_research.norms.features import MiniLayerNorm, normalize_features
-from rnn_research.norms.sequence_layer import EVAL_NORM_STATS, SequenceLayerNorm
-from rnn_research.norms.vertical import VerticalNorm
+from rnn_research.core.norms.batch import MaskedBatchNorm
+from rnn_research.core.norms.batch_per_step import StepBatchNorm
+from rnn_research.core.norms.features import MiniLayerNorm, normalize_features
+from rnn_research.core.norms.sequence_layer import EVAL_NORM_STATS, SequenceLayerNorm
+from rnn_research.core.norms.vertical import VerticalNorm
 
 NORMS = ("none", "layer", "mini_layer", "mini_vertical", "vertical", "batch", "batch_per_step")
 BETWEEN_LAYERS = ("layer", "mini_layer", "batch")

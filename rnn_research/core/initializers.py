@@ -10,7 +10,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from rnn_research.registry import Registry
+from rnn_research.core.registry import Registry
 
 Init = Callable[[jax.Array, tuple[int, int], float], jax.Array]
 RECURRENT_INITS: Registry[Init] = Registry("recurrent_init")

@@ -1,6 +1,0 @@
-"""Recurrent cells, one file each; `CELLS.get(name)` gives the class."""
-from rnn_research.cells import gru, lstm, min_cells, rnn  # noqa: F401  (registers the cells)
-from rnn_research.cells.base import CELLS, Carry, Cell
-from rnn_research.cells.lstm_variants import LSTM_VARIANTS, LSTMVariant
-
-__all__ = ["CELLS", "Carry", "Cell", "LSTM_VARIANTS", "LSTMVariant"]

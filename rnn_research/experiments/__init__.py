@@ -1,0 +1,1 @@
+"""Layer 4: sweeps of many runs, their comparison and the report."""

@@ -1,0 +1,335 @@
+"""Compares the runs of an ablation sweep: one ranked row per group, and their curves.
+
+  python -m rnn_research.compare runs/sweep [--metric=eval/loss] [--group_by=model.norm]
+      [--threshold=0.5] [--mode=auto|min|max] [--out=DIR]
+
+Reads each member's config.json, status.json and event files (never jax), so it works on a
+sweep that is still running. Runs are grouped by --group_by's config keys, or else by their
+sweep overrides except `train.seed` (seeds are what a group averages over). Prints a markdown
+table and writes `<out>/compare.md` and `<out>/compare.png`. Exit code 2 on bad input.
+
+A run's final value is the last logged value of the metric (a running run's latest one).
+Diverged and failed runs stopped early: they give no final or best value and never count as
+reaching the threshold, but are counted and drawn (thin, 'x' at their last point).
+"""
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import logging
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from absl import app, flags
+
+from rnn_research.cli import parse_flags
+from rnn_research.training.metric_writer import read_scalars
+from rnn_research.training import workdir as run_dir
+from rnn_research.training.status import read_status
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("metric", "eval/loss", "Scalar tag to compare (e.g. eval/mse_over_kalman).")
+flags.DEFINE_list("group_by", None, "Dotted config keys whose values form the groups.")
+flags.DEFINE_float("threshold", None, "Also report the steps each group takes to reach this.")
+flags.DEFINE_enum("mode", "auto", ["auto", "min", "max"],
+                  "Whether lower (min) or higher (max) is better; auto: max for accuracies.")
+flags.DEFINE_string("out", None, "Directory for compare.md and compare.png (default: DIR).")
+flags.DEFINE_list("ylim", None, "lo,hi: the figure's y range (default: every value).")
+
+SEED_KEY = "train.seed"
+STOPPED = ("diverged", "failed")  # states of runs that ended before their last step
+STEPS_PER_SEC = "perf/steps_per_sec"
+Series = list[tuple[int, float]]
+
+
+@dataclass
+class Run:
+  """One member of a sweep, as found on disk."""
+  name: str
+  path: str
+  config: dict[str, Any]
+  status: dict[str, Any]
+  scalars: dict[str, Series]
+
+  @property
+  def state(self) -> str:
+    """The status' state; "running" for a run that has written none yet."""
+    return self.status.get("state") or "running"
+
+
+@dataclass
+class Row:
+  """One group's per-run values (of its runs that give one); the table shows their means."""
+  group: str
+  runs: int
+  finals: list[float]
+  bests: list[float]
+  reach_steps: list[int]  # first step at the threshold, per run that reached it
+  states: dict[str, int]
+  steps_per_sec: float | None  # mean over runs of each run's mean perf/steps_per_sec
+
+
+def mean_std(values: list[float]) -> tuple[float, float] | None:
+  """Mean and sample standard deviation (ddof=1; 0 for one value); None if empty."""
+  if not values:
+    return None
+  std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+  return float(np.mean(values)), std
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (FileNotFoundError, json.JSONDecodeError):
+    return None
+
+
+def load_runs(directory: str) -> list[Run]:
+  """Every member run in `directory` (subdirectories with config.json or status.json)."""
+  if not os.path.isdir(directory):
+    raise ValueError(f"no directory {directory}")
+  runs = []
+  for name in sorted(os.listdir(directory)):
+    path = os.path.join(directory, name)
+    if name.startswith(("replaced-", ".")) or not any(
+        os.path.isfile(os.path.join(path, f)) for f in ("config.json", "status.json")):
+      continue
+    config = _read_json(os.path.join(path, "config.json")) or {}
+    runs.append(Run(name, path, config, read_status(path), read_scalars(path)))
+  if not runs:
+    raise ValueError(f"no run directories (with config.json or status.json) in {directory}")
+  return runs
+
+
+def _fmt(value: Any) -> str:
+  if isinstance(value, bool):
+    return str(value).lower()
+  return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _names(keyed: dict[str, dict[str, Any]]) -> dict[str, str]:
+  """Run name -> group name `key=value,...` (keys shortened to their last part if unique)."""
+  keys = list(dict.fromkeys(k for values in keyed.values() for k in values))
+  last = [k.rsplit(".", 1)[-1] for k in keys]
+  short = {k: s if last.count(s) == 1 else k for k, s in zip(keys, last)}
+  return {run: ",".join(f"{short[k]}={_fmt(v)}" for k, v in values.items()) or "base"
+          for run, values in keyed.items()}
+
+
+def _unknown_key(key: str, valid: set[str]) -> str:
+  section = key.split(".")[0]
+  inside = sorted(k for k in valid if k.startswith(section + "."))
+  listed = f"valid {section}.* keys" if inside else "valid keys"
+  return f"unknown --group_by key {key!r}; {listed}: {', '.join(inside or sorted(valid))}"
+
+
+def group_runs(runs: list[Run], group_by: list[str] | None,
+               sweep: dict[str, Any] | None) -> dict[str, list[Run]]:
+  """Groups runs by the `group_by` config keys, else by their non-seed overrides."""
+  flats = {r.name: run_dir.flat(r.config) for r in runs}
+  overrides = {m["name"]: m.get("overrides", {}) for m in (sweep or {}).get("members", [])}
+  if group_by:
+    valid = set().union(*flats.values())
+    for key in group_by:
+      if key not in valid:
+        raise ValueError(_unknown_key(key, valid))
+    keyed = {r.name: {k: flats[r.name].get(k) for k in group_by} for r in runs}
+  elif overrides and all(r.name in overrides for r in runs):
+    keyed = {r.name: {k: v for k, v in overrides[r.name].items() if k != SEED_KEY} for r in runs}
+  else:  # no sweep.json (or runs it does not list): the config keys that differ
+    keys = sorted(k for k in set().union(*flats.values()) if k != SEED_KEY and len(
+        {json.dumps(f.get(k), sort_keys=True) for f in flats.values()}) > 1)
+    keyed = {r.name: {k: flats[r.name].get(k) for k in keys} for r in runs}
+  names = _names(keyed)
+  groups: dict[str, list[Run]] = {}
+  for run in runs:
+    groups.setdefault(names[run.name], []).append(run)
+  return groups
+
+
+def resolve_mode(metric: str, mode: str) -> str:
+  """"min" or "max"; "auto" is max for accuracies (a name with "accuracy" or an "acc" word)."""
+  if mode == "auto":
+    name = metric.lower()
+    return "max" if "accuracy" in name or "acc" in re.split(r"[^a-z0-9]+", name) else "min"
+  if mode not in ("min", "max"):
+    raise ValueError(f"bad --mode {mode!r}; valid: auto, min, max")
+  return mode
+
+
+def _series(run: Run, tag: str) -> Series:
+  return [(s, v) for s, v in run.scalars.get(tag, []) if math.isfinite(v)]
+
+
+def _summarize_group(name: str, runs: list[Run], metric: str, mode: str,
+                     threshold: float | None) -> Row:
+  finals, bests, reach = [], [], []
+  for run in runs:
+    series = _series(run, metric)
+    if run.state in STOPPED or not series:
+      continue
+    values = [v for _, v in series]
+    finals.append(values[-1])
+    bests.append(min(values) if mode == "min" else max(values))
+    hits = [] if threshold is None else [
+        s for s, v in series if (v <= threshold if mode == "min" else v >= threshold)]
+    reach += hits[:1]
+  speeds = [float(np.mean([v for _, v in s])) for s in (_series(r, STEPS_PER_SEC) for r in runs)
+            if s]
+  states = dict(collections.Counter(run.state for run in runs))
+  return Row(name, len(runs), finals, bests, reach, states,
+             float(np.mean(speeds)) if speeds else None)
+
+
+def summarize(groups: dict[str, list[Run]], metric: str, mode: str,
+              threshold: float | None = None) -> list[Row]:
+  """One row per group, best final mean first; groups without a final value last."""
+  rows = [_summarize_group(name, runs, metric, mode, threshold) for name, runs in groups.items()]
+  sign = 1.0 if mode == "min" else -1.0
+  return sorted(rows, key=lambda r: (not r.finals, sign * np.mean(r.finals) if r.finals else 0.0))
+
+
+def _stat(values: list[float], runs: int) -> str:
+  ms = mean_std(values)
+  if ms is None:
+    return "–"
+  text = f"{ms[0]:.4g} ± {ms[1]:.2g}" if len(values) > 1 else f"{ms[0]:.4g}"
+  return text if len(values) == runs else f"{text} (n={len(values)})"
+
+
+def markdown_table(rows: list[Row], threshold: float | None = None) -> str:
+  """The rows as a markdown table; state columns beyond `diverged` only where nonzero."""
+  extra = [s for s in ("failed", "running", "preempted") if any(r.states.get(s) for r in rows)]
+  head = ["group", "runs", "final", "best"]
+  head += [f"steps to {threshold:g}"] if threshold is not None else []
+  head += ["diverged", *extra, "steps/s"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for r in rows:
+    cells = [r.group, str(r.runs), _stat(r.finals, r.runs), _stat(r.bests, r.runs)]
+    if threshold is not None:
+      mean = f"{np.mean(r.reach_steps):.0f}" if r.reach_steps else "–"
+      cells.append(f"{mean} ({len(r.reach_steps)}/{r.runs} reached)")
+    cells += [str(r.states.get(s, 0)) for s in ("diverged", *extra)]
+    cells.append(f"{r.steps_per_sec:.1f}" if r.steps_per_sec is not None else "–")
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def _align(series: list[Series]) -> tuple[np.ndarray, np.ndarray]:
+  """Steps and a [runs, steps] matrix on the steps all runs logged (any, if none are common)."""
+  steps = sorted(set().union(*({s for s, _ in ser} for ser in series)))
+  index = {s: j for j, s in enumerate(steps)}
+  matrix = np.full((len(series), len(steps)), np.nan)
+  for i, ser in enumerate(series):
+    for s, v in ser:
+      matrix[i, index[s]] = v
+  keep = ~np.isnan(matrix).any(0)
+  if not keep.any():
+    keep = ~np.isnan(matrix).all(0)
+  return np.array(steps)[keep], matrix[:, keep]
+
+
+def plot(groups: dict[str, list[Run]], metric: str, mode: str, path: str,
+         ylim: tuple[float, float] | None = None) -> Any:
+  """Per group: mean curve over its runs, shaded min..max; stopped runs thin with an 'x'.
+
+  `ylim` fixes the y range (an exploded run can otherwise squash every other curve). Saves the
+  figure to `path` and returns it (a matplotlib Figure).
+  """
+  import matplotlib  # deferred: only the plot needs it
+  matplotlib.use("Agg")
+  from matplotlib.figure import Figure
+
+  fig = Figure(figsize=(11, 5.5), layout="constrained")
+  ax = fig.subplots()
+  shown: list[float] = []
+  palette = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
+  for i, (name, runs) in enumerate(groups.items()):
+    color, label = palette(i % palette.N), name
+    alive = [s for s in (_series(r, metric) for r in runs if r.state not in STOPPED) if s]
+    if alive:
+      steps, matrix = _align(alive)
+      ax.plot(steps, np.nanmean(matrix, 0), color=color, lw=2, label=label)
+      ax.fill_between(steps, np.nanmin(matrix, 0), np.nanmax(matrix, 0), color=color, alpha=0.2)
+      shown += list(matrix[~np.isnan(matrix)])
+      label = None
+    for run in runs:
+      series = _series(run, metric)
+      if run.state in STOPPED and series:
+        x, y = zip(*series)
+        ax.plot(x, y, color=color, lw=0.8, alpha=0.8, label=label)
+        ax.plot(x[-1], y[-1], "x", color=color, ms=9, mew=2)
+        shown += y
+        label = None
+  if any(r.state in STOPPED for runs in groups.values() for r in runs):
+    ax.plot([], [], "x", color="gray", label="diverged/failed (last point)")
+  values = np.array(shown)
+  if ylim is not None:
+    values = values[(values >= ylim[0]) & (values <= ylim[1])]
+  if values.size and values.min() > 0 and values.max() / values.min() > 10:
+    ax.set_yscale("log")
+  if ylim is not None:
+    ax.set_ylim(*ylim)
+  better = "lower" if mode == "min" else "higher"
+  ax.set(xlabel="step", ylabel=metric,
+         title=f"{metric}: mean over runs, shaded min..max ({better} is better)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+  fig.savefig(path, dpi=100)
+  return fig
+
+
+def report(directory: str, metric: str = "eval/loss", group_by: list[str] | None = None,
+           threshold: float | None = None, mode: str = "auto", out: str | None = None,
+           ylim: tuple[float, float] | None = None) -> str:
+  """Compares the sweep in `directory`; writes compare.md and .png; returns the .md text."""
+  runs = load_runs(directory)
+  mode = resolve_mode(metric, mode)
+  tags = set().union(*(r.scalars for r in runs))
+  if metric not in tags:
+    raise ValueError(f"metric {metric!r} is in no run; scalar tags: "
+                     f"{', '.join(sorted(tags)) or 'none logged yet'}")
+  groups = group_runs(runs, group_by, _read_json(os.path.join(directory, "sweep.json")))
+  rows = summarize(groups, metric, mode, threshold)
+  table = markdown_table(rows, threshold)
+  out = out or directory
+  os.makedirs(out, exist_ok=True)
+  date = datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
+  text = f"{table}\n\nmetric: {metric}, mode: {mode}, date: {date}\n"
+  with open(os.path.join(out, "compare.md"), "w", encoding="utf-8") as f:
+    f.write(text)
+  plot({r.group: groups[r.group] for r in rows}, metric, mode, os.path.join(out, "compare.png"),
+       ylim)
+  return text
+
+
+def main(argv: list[str]) -> None:
+  logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its reader logs every file
+  try:
+    if len(argv) != 2:
+      raise ValueError("give one sweep directory: python -m rnn_research.compare DIR")
+    ylim = None
+    if FLAGS.ylim is not None:
+      try:
+        ylim = tuple(float(v) for v in FLAGS.ylim)
+      except ValueError:
+        ylim = ()
+      if len(ylim) != 2 or not ylim[0] < ylim[1]:
+        raise ValueError(f"--ylim must be lo,hi with lo < hi, got {','.join(FLAGS.ylim)!r}")
+    text = report(argv[1], FLAGS.metric, FLAGS.group_by, FLAGS.threshold, FLAGS.mode,
+                  FLAGS.out, ylim)
+  except ValueError as err:
+    print(f"bad input: {err}", file=sys.stderr)
+    sys.exit(2)
+  print(text, end="")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)
