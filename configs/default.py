@@ -7,7 +7,7 @@ Other problems: configs/tasks/<task>.py; every model key: rnn_research/model_con
 """
 import ml_collections
 
-from rnn_research.core.model_config import model_defaults
+from rnn_research.core.spec import model_defaults
 from rnn_research.tasks import TASKS
 
 

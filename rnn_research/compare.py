@@ -1,8 +1,54 @@
-"""`python -m rnn_research.compare`: compare the runs of a sweep directory (rnn_research/experiments/compare.py)."""
-from absl import app
+"""Compare the runs of a sweep directory (rnn_research/experiments/compare.py).
+
+  python -m rnn_research.compare runs/sweep [--metric=eval/loss] [--group_by=model.norm]
+      [--threshold=0.5] [--mode=auto|min|max] [--out=DIR] [--ylim=lo,hi]
+
+Prints a markdown table and writes `<out>/compare.md` and `<out>/compare.png`; never imports
+jax, so it works on a sweep that is still running. Exit code 2 on bad input.
+"""
+import logging
+import sys
+
+from absl import app, flags
 
 from rnn_research.cli import parse_flags
-from rnn_research.experiments.compare import main
+from rnn_research.experiments import compare
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("metric", "eval/loss", "Scalar tag to compare (e.g. eval/mse_over_kalman).")
+flags.DEFINE_list("group_by", None, "Dotted config keys whose values form the groups.")
+flags.DEFINE_float("threshold", None, "Also report the steps each group takes to reach this.")
+flags.DEFINE_enum("mode", "auto", ["auto", "min", "max"],
+                  "Whether lower (min) or higher (max) is better; auto: max for accuracies.")
+flags.DEFINE_string("out", None, "Directory for compare.md and compare.png (default: DIR).")
+flags.DEFINE_list("ylim", None, "lo,hi: the figure's y range (default: every value).")
+
+
+def _ylim(values: list[str] | None) -> tuple[float, float] | None:
+  """--ylim as (lo, hi); ValueError unless two numbers with lo < hi."""
+  if values is None:
+    return None
+  try:
+    ylim = tuple(float(v) for v in values)
+  except ValueError:
+    ylim = ()
+  if len(ylim) != 2 or not ylim[0] < ylim[1]:
+    raise ValueError(f"--ylim must be lo,hi with lo < hi, got {','.join(values)!r}")
+  return ylim
+
+
+def main(argv: list[str]) -> None:
+  logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its reader logs every file
+  try:
+    if len(argv) != 2:
+      raise ValueError("give one sweep directory: python -m rnn_research.compare DIR")
+    text = compare.report(argv[1], FLAGS.metric, FLAGS.group_by, FLAGS.threshold, FLAGS.mode,
+                          FLAGS.out, _ylim(FLAGS.ylim))
+  except ValueError as err:
+    print(f"bad input: {err}", file=sys.stderr)
+    sys.exit(2)
+  print(text, end="")
+
 
 if __name__ == "__main__":
   app.run(main, flags_parser=parse_flags)

@@ -1,8 +1,49 @@
-"""`python -m rnn_research.sweep`: run every member of a sweep file, resumably (rnn_research/experiments/sweep_runner.py)."""
-from absl import app
+"""Run every member of an ablation sweep, resumably (rnn_research/experiments/sweep_runner.py).
+
+  python -m rnn_research.sweep --config=configs/ablations/norm_placement.py --workdir=runs/norm \
+      [--parallel=2] [--dry_run] [--only=REGEX] [--seeds_mode=auto|vmap|processes] \
+      [--backend=local|ray --ray_address=ADDR]
+
+Each member is a `python -m rnn_research.main` process writing `--workdir/<member name>`
+(`--dry_run` prints these commands); rerunning skips what is done and resumes the rest.
+Exit code: 0 when no member failed, 1 otherwise, 2 bad input.
+"""
+import sys
+
+from absl import app, flags
 
 from rnn_research.cli import parse_flags
-from rnn_research.experiments.sweep_runner import main
+from rnn_research.experiments import sweep_runner
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("config", None, "Sweep file, configs/ablations/<x>.py[:arg].")
+flags.DEFINE_string("workdir", None, "Directory of the sweep: one subdirectory per member.")
+flags.DEFINE_integer("parallel", 1, "Members run at once, each pinned to its share of the cores.")
+flags.DEFINE_bool("dry_run", False, "List members and their commands; train nothing.")
+flags.DEFINE_string("only", None, "Run only members whose name matches this regex.")
+flags.DEFINE_enum("seeds_mode", "auto", ["auto", "vmap", "processes"],
+                  "Train members that differ only in train.seed as one vmapped program "
+                  "(vmap), as separate processes, or per backend (auto: vmap off CPU).")
+flags.DEFINE_enum("backend", "local", ["local", "ray"], "Where members run.")
+flags.DEFINE_string("ray_address", None, "Ray cluster address for --backend=ray ('auto', "
+                    "'ray://host:10001'); none starts a local Ray instance.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  sweep_runner.use_cpu()
+  try:
+    counts = sweep_runner.run_sweep(
+        FLAGS.config, FLAGS.workdir, parallel=FLAGS.parallel, dry_run=FLAGS.dry_run,
+        only=FLAGS.only, seeds_mode=FLAGS.seeds_mode, backend=FLAGS.backend,
+        ray_address=FLAGS.ray_address)
+  except ValueError as err:  # SweepError included
+    print(f"bad input: {err}", file=sys.stderr)
+    sys.exit(2)
+  sys.exit(1 if counts.get("failed") else 0)
+
 
 if __name__ == "__main__":
   app.run(main, flags_parser=parse_flags)

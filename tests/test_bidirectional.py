@@ -3,7 +3,7 @@
 The backward stack reads each row's valid part from its end: against a reference built from
 two unidirectional models on the compacted valid steps, padding never matters, the backward
 half at t depends on x_{t..n-1} only, execution paths agree, resets make a packed row equal
-its episodes, and `_reversal` is an involution on valid positions.
+its episodes, and `bidirectional.reversal` is an involution on valid positions.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research.core import models
+from rnn_research.core import bidirectional, models
 
 import param_noise
 
@@ -320,7 +320,7 @@ def test_reversal_is_an_involution_on_valid_positions():
   mask = rng.random((steps, batch)) < 0.6
   mask[:, 0] = False   # a row of padding only
   mask[:, 1] = True    # a full row
-  order = np.asarray(models._reversal(jnp.asarray(mask), steps, batch))
+  order = np.asarray(bidirectional.reversal(jnp.asarray(mask), steps, batch))
   assert order.shape == (steps, batch)
   cols = np.arange(batch)[None, :]
   np.testing.assert_array_equal(order[order, cols], np.broadcast_to(np.arange(steps)[:, None],
@@ -331,7 +331,7 @@ def test_reversal_is_an_involution_on_valid_positions():
     np.testing.assert_array_equal(order[idx, b], idx[::-1])  # j-th valid <-> (n-1-j)-th
     pad = np.flatnonzero(~mask[:, b])
     np.testing.assert_array_equal(order[pad, b], pad)        # padding stays in place
-  np.testing.assert_array_equal(np.asarray(models._reversal(None, 5, 2)),
+  np.testing.assert_array_equal(np.asarray(bidirectional.reversal(None, 5, 2)),
                                 np.broadcast_to(np.arange(5)[::-1, None], (5, 2)))
 
 
@@ -339,8 +339,8 @@ def test_reversed_resets_mark_the_episode_starts_of_the_reversed_rows():
   for layout in sorted(LAYOUTS):
     xs, mask, resets, episodes = packed(layout)
     m, r = jnp.asarray(mask.T), jnp.asarray(resets.T)
-    order = models._reversal(m, *m.shape)
-    rev = np.asarray(models._reversed_resets(r, m, order)).T
+    order = bidirectional.reversal(m, *m.shape)
+    rev = np.asarray(bidirectional.reversed_resets(r, m, order)).T
     for b in range(len(mask)):
       # Reversed, the episodes of row b start at the valid positions that hold their last
       # step; the first valid position may or may not be marked (it starts from h_0 anyway).

@@ -11,9 +11,10 @@ from jax.test_util import check_grads
 
 from rnn_research.core import engine, models
 from rnn_research.core.activations import ACTIVATIONS
+from rnn_research.core.carry import Carry
 from rnn_research.core.cells import CELLS, LSTM_VARIANTS
 from rnn_research.core.initializers import RECURRENT_INITS
-from rnn_research.core.model_config import resolve
+from rnn_research.core.spec import resolve
 from rnn_research.core.step import cell_step
 from rnn_research.core.vjp import scan_custom_vjp
 
@@ -34,8 +35,8 @@ SEQUENCE_CELLS = ("rnn", "rnn_mlp", "gru", "lstm_standard", "lstm_peephole", "ls
 
 
 def make_cell(name: str, in_features: int = F, **overrides):
-  cfg = resolve({"hidden_size": H, **CELL_CONFIGS[name], **overrides})
-  return CELLS.get(cfg.cell)(in_features, cfg, nnx.Rngs(0))
+  spec = resolve({"hidden_size": H, **CELL_CONFIGS[name], **overrides})
+  return models.build_cells(spec, in_features, nnx.Rngs(0))[0]
 
 
 @pytest.fixture(scope="class")
@@ -53,8 +54,8 @@ def f64_args(cell, rng):
   leaves, treedef = jax.tree.flatten(p)
   p = jax.tree.unflatten(treedef, [jnp.asarray(a + 0.1 * rng.normal(size=a.shape), jnp.float64)
                                    for a in leaves])
-  carry = tuple(jnp.asarray(0.5 * rng.normal(size=c.shape), jnp.float64)
-                for c in cell.initial_carry(B))
+  carry = jax.tree.map(lambda c: jnp.asarray(0.5 * rng.normal(size=c.shape), jnp.float64),
+                       cell.initial_carry(B))
   return p, carry
 
 
@@ -72,10 +73,10 @@ class TestGradientChecks:
     if name == "lstm_lecture_peephole":
       # c_{t-1} enters through stop_gradient (c* of eq. 13.4): finite differences in the
       # carry see that path, autodiff by design does not, so the carry is held fixed here.
-      f = jax.jit(lambda p, x: cell_step(cell, p, carry, x, m))
+      f = jax.jit(lambda p, x: cell_step(cell, p, carry, x, m)[:2])
       args = (p, x)
     else:
-      f = jax.jit(lambda p, carry, x: cell_step(cell, p, carry, x, m))
+      f = jax.jit(lambda p, carry, x: cell_step(cell, p, carry, x, m)[:2])
       args = (p, carry, x)
     _, y = f(*args)
     assert y.dtype == jnp.float64 and y.shape == (B, H)
@@ -183,7 +184,7 @@ def test_gru_b_hn_sits_inside_the_reset_gate():
   p = cell.weights()
   z = jnp.zeros((1, 3 * H)).at[:, :H].set(-1e4)  # r = sigmoid(-1e4) = 0
   zh = jnp.zeros((1, H))  # the columns zh_columns() selects: h W_hn
-  carry = (jnp.zeros((1, H)),)
+  carry = Carry(jnp.zeros((1, H)))
   _, y0 = cell.pointwise(p["pw"], z, zh, carry)
   _, y1 = cell.pointwise({"b_hn": jnp.full((H,), 3.0)}, z, zh, carry)
   np.testing.assert_allclose(y0, y1, atol=1e-6)
@@ -271,6 +272,27 @@ def test_cell_uses_configured_activation(activation):
   z = jnp.asarray([[-2.0, 0.3, 2.0]])
   _, y = cell.pointwise({}, z, z, cell.initial_carry(1))
   np.testing.assert_allclose(y, ACTIVATIONS.get(activation)(z), **TOL)
+
+
+@pytest.mark.parametrize("name", ["rnn_mlp", "gru", "lstm_peephole", "lstm_lecture_peephole"])
+def test_cells_build_from_explicit_arguments_as_from_the_spec(name):
+  """A cell needs no config: its constructor's arguments give the same cell as the spec."""
+  spec = resolve({"hidden_size": H, **CELL_CONFIGS[name], "recurrent_scale": 0.7})
+  cls = CELLS.get(spec.cell)
+  own = {arg: getattr(spec, key) for arg, key in cls.spec_args.items()}
+  direct = cls(F, H, rngs=nnx.Rngs(0), recurrent_scale=0.7, **own)
+  for a, b in zip(jax.tree.leaves(nnx.state(direct)), jax.tree.leaves(nnx.state(make_cell(
+      name, recurrent_scale=0.7)))):
+    np.testing.assert_array_equal(a, b)
+  x, carry = jnp.ones((B, F)), direct.initial_carry(B)
+  assert cell_step(direct, direct.weights(), carry, x, None)[1].shape == (B, H)
+
+
+def test_lstm_cell_with_its_variant_needs_no_config():
+  cell = CELLS.get("lstm")(F, H, variant="cifg", forget_bias=2.0, rngs=nnx.Rngs(0))
+  assert cell.variant == LSTM_VARIANTS.get("cifg") and cell.w_x.shape == (F, 3 * H)
+  assert set(cell.initial_carry(B)._asdict()) >= {"h", "c"}
+  np.testing.assert_array_equal(cell.b[...][:H], 2.0)  # forget block first: gates (f, g, o)
 
 
 def test_unknown_activation_lists_choices():

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnn_research.experiments import compare
+from rnn_research.experiments import compare, compare_plot
 from rnn_research.training.metric_writer import MetricWriter
 from rnn_research.training.status import write_status
 
@@ -208,7 +208,7 @@ def test_report_writes_markdown_and_png(sweep_dir, tmp_path_factory):
 def test_plot_curves(sweep_dir, tmp_path_factory):
   groups = compare.group_runs(compare.load_runs(str(sweep_dir)), None, None)
   path = tmp_path_factory.mktemp("plot") / "loss.png"
-  ax = compare.plot(groups, "eval/loss", "min", str(path)).axes[0]
+  ax = compare_plot.plot(groups, "eval/loss", "min", str(path)).axes[0]
   assert path.read_bytes().startswith(b"\x89PNG")
   labels = [t.get_text() for t in ax.get_legend().get_texts()]
   assert labels == ["norm=batch", "norm=layer", "norm=none", "diverged/failed (last point)"]
@@ -224,13 +224,13 @@ def test_plot_curves(sweep_dir, tmp_path_factory):
   # batch's runs share steps 0 and 100 only (one is still running).
   batch = next(line for line in ax.get_lines() if line.get_label() == "norm=batch")
   assert list(batch.get_xdata()) == [0, 100] and batch.get_ydata()[1] == pytest.approx(1.35)
-  accuracy = compare.plot(groups, "eval/accuracy", "max", str(path)).axes[0]
+  accuracy = compare_plot.plot(groups, "eval/accuracy", "max", str(path)).axes[0]
   assert accuracy.get_yscale() == "linear"  # accuracies go negative here
   # A fixed y range: the limits are kept, and the scale follows the values inside it only
   # (0.1 .. 2: still over a decade, so log).
-  fixed = compare.plot(groups, "eval/loss", "min", str(path), ylim=(0.1, 2.0)).axes[0]
+  fixed = compare_plot.plot(groups, "eval/loss", "min", str(path), ylim=(0.1, 2.0)).axes[0]
   assert fixed.get_ylim() == pytest.approx((0.1, 2.0)) and fixed.get_yscale() == "log"
-  narrow = compare.plot(groups, "eval/loss", "min", str(path), ylim=(0.5, 2.0)).axes[0]
+  narrow = compare_plot.plot(groups, "eval/loss", "min", str(path), ylim=(0.5, 2.0)).axes[0]
   assert narrow.get_yscale() == "linear"
 
 
@@ -239,6 +239,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                         env=dict(os.environ), capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # runs the compare CLI as a process
 def test_cli_prints_table(sweep_dir):
   proc = run_cli(str(sweep_dir), "--metric=eval/accuracy", "--group_by=model.norm")
   assert proc.returncode == 0, proc.stderr
@@ -257,6 +258,7 @@ def test_cli_prints_table(sweep_dir):
     (["{sweep}", "--ylim=2,1"], "bad input: --ylim must be lo,hi with lo < hi, got '2,1'"),
     (["{sweep}", "--ylim=0,x"], "bad input: --ylim must be lo,hi"),
 ])
+@pytest.mark.slow  # one compare CLI process per case
 def test_cli_bad_input_exits_2(sweep_dir, tmp_path_factory, args, message):
   empty = tmp_path_factory.mktemp("empty")
   (empty / "not_a_run").mkdir()

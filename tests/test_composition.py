@@ -49,11 +49,10 @@ PRODUCT = list(itertools.product(CELLS, NORMS, VERTICAL_SKIPS, HORIZONTAL_SKIPS)
 
 
 def test_product_is_complete():
-  from rnn_research.core import norms
-  from rnn_research.core.cells.base import HORIZONTAL_SKIPS as CELL_HORIZONTAL_SKIPS
-  assert set(NORMS) == set(norms.NORMS)
-  assert set(VERTICAL_SKIPS) == set(models.VERTICAL_SKIPS)
-  assert set(HORIZONTAL_SKIPS) == set(CELL_HORIZONTAL_SKIPS)
+  from rnn_research.core import choices
+  assert set(NORMS) == set(choices.valid(choices.Norm))
+  assert set(VERTICAL_SKIPS) == set(choices.valid(choices.VerticalSkip))
+  assert set(HORIZONTAL_SKIPS) == set(choices.valid(choices.HorizontalSkip))
   assert len(PRODUCT) == 189
 
 

@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# One subprocess with two fake CPU devices trains whole runs: the slow set.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 8
 STEPS = 10

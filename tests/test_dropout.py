@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research.core import models
+from rnn_research.core import dropout, models
 
 import param_noise
 
@@ -84,8 +84,14 @@ def ref_layer(cell, us, rec):
   return jnp.stack(ys, axis=1)
 
 
+def draw_noise(model, key, steps: int, batch: int) -> list[dict]:
+  """The model's dropout masks per layer, {inp, rec, out}, as its call draws them."""
+  widths = [(cell.in_features, cell.hidden_size) for cell in model.layers]
+  return [n._asdict() for n in dropout.draw(key, model.rates, widths, steps, batch, jnp.float32)]
+
+
 def reference(model, xs, noise, rec_per_step=None):
-  """The documented dropout of the stack, with masks `noise` (as `model._noise` returns them);
+  """The documented dropout of the stack, with masks `noise` (as `draw_noise` returns them);
   rec_per_step[l] [T, B, H], if given, replaces layer l's one-per-sequence recurrent mask."""
   u = xs
   for l, cell in enumerate(model.layers):
@@ -104,7 +110,7 @@ def test_noise_masks_shapes_values_and_rates():
   model = build("gru", layers=2, dropout=0.25, recurrent_dropout=0.5,
                 recurrent_dropout_inputs=True)
   steps, batch = 50, 400
-  noise = model._noise(KEY, steps, batch, jnp.float32)
+  noise = draw_noise(model, KEY, steps, batch)
   assert len(noise) == 2
   assert noise[0]["inp"].shape == (batch, F) and noise[1]["inp"].shape == (batch, H)
   assert noise[0]["rec"].shape == noise[1]["rec"].shape == (batch, H)
@@ -123,7 +129,7 @@ def test_noise_masks_shapes_values_and_rates():
   assert not all(np.array_equal(out[0], out[t]) for t in range(1, steps))
   assert not np.array_equal(np.asarray(noise[0]["rec"]), np.asarray(noise[1]["rec"]))
   # Drawn from the key alone.
-  again = model._noise(KEY, steps, batch, jnp.float32)
+  again = draw_noise(model, KEY, steps, batch)
   for a, b in zip(jax.tree.leaves(noise), jax.tree.leaves(again)):
     np.testing.assert_array_equal(a, b)
 
@@ -135,10 +141,10 @@ def test_model_equals_reference_with_one_recurrent_mask_per_sequence(cell, engin
   model = build(cell, engine=engine, execution=execution, **RATES)
   xs, _ = data()
   ys = model(xs, key=KEY)
-  noise = model._noise(KEY, T, B, jnp.float32)
+  noise = draw_noise(model, KEY, T, B)
   np.testing.assert_allclose(ys, reference(model, xs, noise), **TOL)
   # Dropout is really on: the model differs from its eval mode.
-  assert float(jnp.abs(ys - reference(model, xs, model._noise(None, T, B, jnp.float32))).max()) \
+  assert float(jnp.abs(ys - reference(model, xs, draw_noise(model, None, T, B))).max()) \
       > 1e-3
   # A fresh recurrent mask per step (the same mask at step 0, where h_{-1} = 0 anyway, and at
   # step 1) does not match.

@@ -75,7 +75,7 @@ def reference_forward(cells, weights, xs, mask, state):
   for cell, p, carry in zip(cells, weights, state):
     out = []
     for t in range(T):
-      carry, y = cell_step(cell, p, carry, hs[t], None if mask is None else mask[:, t])
+      carry, y, _ = cell_step(cell, p, carry, hs[t], None if mask is None else mask[:, t])
       out.append(y)
     hs = out
     finals.append(carry)

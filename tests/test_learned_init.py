@@ -98,8 +98,8 @@ def test_initial_state_is_the_learned_value_broadcast(cell):
   assert len(state) == 2
   for l, (carry, v) in enumerate(zip(state, values)):
     parts = (v[:H], v[H:]) if cell == "lstm" else (v,)
-    assert len(carry) == len(parts)
-    for got, want in zip(carry, parts):
+    assert len(jax.tree.leaves(carry)) == len(parts)
+    for got, want in zip(jax.tree.leaves(carry), parts):
       assert got.shape == (B, H)
       np.testing.assert_array_equal(got, jnp.broadcast_to(want, (B, H)))
 
@@ -143,7 +143,7 @@ def test_lstm_c0_is_used():
   ys = model(xs, mask)
   assert float(jnp.abs(ys - plain(xs, mask)).max()) > 1e-3
   state = plain.initial_state(B)
-  state = ((state[0][0], jnp.broadcast_to(c0, (B, H))), state[1])
+  state = (state[0]._replace(c=jnp.broadcast_to(c0, (B, H))), state[1])
   np.testing.assert_allclose(ys, plain(xs, mask, state=state), **TOL)
 
 
@@ -164,8 +164,8 @@ def test_skip_history_starts_at_zero(cell):
   state = model.initial_state(B)
   for carry, v in zip(state, values):
     np.testing.assert_array_equal(carry[0], jnp.broadcast_to(v[:H], (B, H)))
-    assert carry[-1].shape == (B, 2 * H)
-    np.testing.assert_array_equal(carry[-1], 0.0)
+    assert carry.history.shape == (B, 2 * H)
+    np.testing.assert_array_equal(carry.history, 0.0)
   xs, mask = data()
   ys = model(xs, mask)
   state_s, streamed = model.initial_state(B), []

@@ -9,8 +9,10 @@ import pytest
 from flax import nnx
 
 from rnn_research.core import models
+from rnn_research.core.carry import Carry
 from rnn_research.core.cells import CELLS, LSTM_VARIANTS
-from rnn_research.core.model_config import resolve
+from rnn_research.core.models import build_cells
+from rnn_research.core.spec import resolve
 
 B, F, H = 2, 3, 3
 TOL = dict(atol=1e-6, rtol=1e-6)
@@ -18,8 +20,8 @@ sigmoid, tanh = jax.nn.sigmoid, jnp.tanh
 
 
 def make(variant: str, **overrides):
-  cfg = resolve({"cell": "lstm", "hidden_size": H, "lstm_variant": variant, **overrides})
-  return CELLS.get("lstm")(F, cfg, nnx.Rngs(0))
+  spec = resolve({"cell": "lstm", "hidden_size": H, "lstm_variant": variant, **overrides})
+  return build_cells(spec, F, nnx.Rngs(0))[0]
 
 
 def inputs(cell, seed: int = 0):
@@ -28,7 +30,7 @@ def inputs(cell, seed: int = 0):
   rng = np.random.default_rng(seed)
   z = jnp.asarray(2.0 * rng.normal(size=(B, cell.w_x.shape[1])), jnp.float32)
   carry = tuple(jnp.asarray(rng.uniform(-1.0, 1.0, size=c.shape), jnp.float32)
-                for c in cell.initial_carry(B))
+                for c in jax.tree.leaves(cell.initial_carry(B)))
   return z, carry
 
 
@@ -40,8 +42,10 @@ def blocks(cell, z):
 
 
 def run(cell, z, carry, pw=None):
+  """The cell's pointwise step on carry (h, c[, gates]) -> ((h, c[, gates]), y)."""
   pw = cell.weights()["pw"] if pw is None else pw
-  return cell.pointwise(pw, z, z, carry)
+  new, y = cell.pointwise(pw, z, z, Carry(*carry))
+  return tuple(jax.tree.leaves(new)), y
 
 
 def peep(cell):
@@ -171,7 +175,7 @@ def test_peephole_equations_and_effect():
 
 def test_fgr_carry_holds_previous_gates():
   cell = make("fgr")
-  assert cell.carry_widths() == (H, H, 3 * H)
+  assert cell.carry_fields() == {"h": H, "c": H, "gates": 3 * H}
   z, carry = inputs(cell)
   assert len(carry) == 3 and carry[2].shape == (B, 3 * H)
   pw = cell.weights()["pw"]
@@ -193,7 +197,7 @@ def test_fgr_carry_holds_previous_gates():
   no_fgr = dict(pw, w_gates=jnp.zeros_like(pw["w_gates"]))
   (h_nf, c_nf, _), _ = run(cell, z, carry, no_fgr)
   peephole = make("peephole")
-  (h_p, c_p), _ = peephole.pointwise({"peep": pw["peep"]}, z, z, carry[:2])
+  (h_p, c_p), _ = run(peephole, z, carry[:2], {"peep": pw["peep"]})
   np.testing.assert_allclose(h_nf, h_p, **TOL)
   np.testing.assert_allclose(c_nf, c_p, **TOL)
 
@@ -225,7 +229,7 @@ def test_lecture_peephole_stop_gradient():
 
   # Backward: d c_t / d c_{t-1} is diag(f) exactly; the c* path contributes nothing.
   def new_c(c_prev):
-    return cell.pointwise(pw, z, z, (h, c_prev))[0][1]
+    return cell.pointwise(pw, z, z, Carry(h, c_prev))[0].c
 
   jac = jax.jacobian(new_c)(c)  # [B, H, B, H]
   expected = jnp.einsum("bi,bc,ij->bicj", f, jnp.eye(B), jnp.eye(H))
@@ -241,7 +245,7 @@ def test_lecture_peephole_stop_gradient():
 
   # ... while W_c still learns.
   def loss(w_c):
-    (h1, c1), _ = cell.pointwise({"w_c": w_c}, z, z, (h, c))
+    (h1, c1, *_), _ = cell.pointwise({"w_c": w_c}, z, z, Carry(h, c))
     return jnp.sum(h1) + jnp.sum(c1)
 
   grad = jax.grad(loss)(pw["w_c"])

@@ -28,6 +28,9 @@ from rnn_research.training.checkpointing import Checkpointer
 from rnn_research.training.metric_writer import read_scalars
 from rnn_research.training.status import read_status
 
+# Every test here spawns the real entry points as processes: the slow set (-m "not slow" skips it).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 TASK_CONFIGS = sorted(p.stem for p in (ROOT / "configs" / "tasks").glob("*.py")
                       if p.stem != "__init__")

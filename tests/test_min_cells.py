@@ -15,8 +15,9 @@ import pytest
 from flax import nnx
 
 from rnn_research.core import engine, models, parallel_scan
+from rnn_research.core.carry import Carry
 from rnn_research.core.cells import CELLS
-from rnn_research.core.model_config import resolve
+from rnn_research.core.spec import resolve
 from rnn_research.core.step import cell_step
 
 import param_noise
@@ -28,8 +29,8 @@ MIN_CELLS = ("min_gru", "min_lstm")
 
 
 def make_cell(name: str, **overrides):
-  cfg = resolve({"cell": name, "hidden_size": H, **overrides})
-  return CELLS.get(name)(F, cfg, nnx.Rngs(0))
+  return models.build_cells(resolve({"cell": name, "hidden_size": H, **overrides}), F,
+                            nnx.Rngs(0))[0]
 
 
 def random_weights(cell, rng):
@@ -46,8 +47,8 @@ def random_inputs(rng, t: int = T):
   lengths = np.concatenate([[t, 0], rng.integers(1, t, size=B - 2)])
   mask = jnp.asarray(np.arange(t)[:, None] < lengths[None, :])
   resets = jnp.asarray(rng.random(size=(t, B)) < 0.2)
-  init = (jnp.asarray(rng.normal(size=(B, H)), jnp.float32),)
-  carry0 = (jnp.asarray(rng.normal(size=(B, H)), jnp.float32),)
+  init = Carry(jnp.asarray(rng.normal(size=(B, H)), jnp.float32))
+  carry0 = Carry(jnp.asarray(rng.normal(size=(B, H)), jnp.float32))
   return xs, mask, resets, init, carry0
 
 
@@ -57,9 +58,9 @@ def sequential(cell, p, xs, mask, carry0, resets=None, init=None):
   def body(carry, inputs):
     x, m, r = inputs
     if r is not None:
-      fresh = tuple(jnp.zeros_like(c) for c in carry) if init is None else init
-      carry = tuple(jnp.where(r[:, None], i, c) for i, c in zip(fresh, carry))
-    return cell_step(cell, p, carry, x, m)
+      fresh = jax.tree.map(jnp.zeros_like, carry) if init is None else init
+      carry = jax.tree.map(lambda i, c: jnp.where(r[:, None], i, c), fresh, carry)
+    return cell_step(cell, p, carry, x, m)[:2]
 
   carry, ys = jax.lax.scan(body, carry0, (xs, mask, resets))
   return ys, carry
@@ -123,8 +124,8 @@ def test_run_layer_runs_every_engine_for_a_cell_without_w_h(name):
   for name_, remat in (("associative", False), ("associative", True), ("vjp", False),
                        ("scan_hoisted", True), ("auto", False)):
     how = engine.strategy(name_, remat)
-    ys, final = jax.jit(lambda p, xs: engine.run_layer(cell, p, xs, mask, carry0, how,
-                                                       resets=resets, init=init))(p, xs)
+    ys, final, _ = jax.jit(lambda p, xs: engine.run_layer(cell, p, xs, mask, carry0, how,
+                                                          resets=resets, init=init))(p, xs)
     np.testing.assert_allclose(ys, ys_ref, **TOL)
     np.testing.assert_allclose(final[0], final_ref[0], **TOL)
 
@@ -142,7 +143,7 @@ def test_reset_equals_a_fresh_sequence(name):
   run = jax.jit(parallel, static_argnums=0)
   for start in (init, None):
     ys, final = run(cell, p, xs, None, carry0, resets, start)
-    fresh0 = (jnp.zeros((B, H)),) if start is None else start
+    fresh0 = Carry(jnp.zeros((B, H))) if start is None else start
     ys_fresh, final_fresh = run(cell, p, xs[t0:], None, fresh0)
     np.testing.assert_allclose(ys[t0:], ys_fresh, **TOL)
     np.testing.assert_allclose(final[0], final_fresh[0], **TOL)
@@ -166,7 +167,8 @@ def test_matches_the_paper_equations(name):
   else:
     f, i, cand = sig(z[:, :H]), sig(z[:, H:2 * H]), z[:, 2 * H:]
     want = f / (f + i) * h + i / (f + i) * cand
-  (got,), y = cell_step(cell, p, (jnp.asarray(h),), jnp.asarray(x), None)
+  new, y, _ = cell_step(cell, p, Carry(jnp.asarray(h)), jnp.asarray(x), None)
+  got = new.h
   np.testing.assert_allclose(got, want, **TOL)
   np.testing.assert_array_equal(got, y)
 
@@ -389,11 +391,10 @@ def test_bad_configs_fail_at_build(name, overrides, match):
     models.build(dict(cell=name, hidden_size=H, num_layers=2, **overrides), in_features=F,
                  out_features=O, rngs=nnx.Rngs(0))
   assert "use " in str(info.value)  # every message says what to use instead
-  if overrides.get("norm") == "batch_per_step":
-    return  # refused where the stack attaches the per-step norm (Cell.attach_step_norm)
-  assert "transition" in overrides or "associative scan" in str(info.value)
-  with pytest.raises(ValueError, match="cannot combine|defined for cell='rnn' only"):
-    make_cell(name, **overrides)  # the cell itself refuses, not only the stack
+  if overrides.get("norm") != "batch_per_step":
+    assert "transition" in overrides or "associative scan" in str(info.value)
+  with pytest.raises(ValueError, match=match):  # the spec alone refuses: no model is built
+    resolve(dict(cell=name, hidden_size=H, num_layers=2, **overrides))
 
 
 def test_min_cells_are_registered():

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from rnn_research.core import models
-from rnn_research.core.model_config import model_defaults, resolve
+from rnn_research.core.spec import ModelSpec, model_defaults, resolve
 
 F, H = 2, 3
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py"
@@ -144,17 +144,36 @@ def test_wrong_step_mask_shape_fails_with_clear_message():
 
 def test_resolve_overlays_defaults():
   cfg = resolve({"cell": "gru", "hidden_size": 7})
-  assert isinstance(cfg, ml_collections.FrozenConfigDict)
+  assert isinstance(cfg, ModelSpec)
   assert cfg.cell == "gru" and cfg.hidden_size == 7
   defaults = model_defaults()
   for key in defaults.keys():
     if key not in ("cell", "hidden_size"):
-      assert cfg[key] == defaults[key]
+      assert getattr(cfg, key) == defaults[key]
+  assert ModelSpec.from_config(cfg) == cfg and resolve(cfg.replace(num_layers=2)).num_layers == 2
   # A ConfigDict works as well as a dict, and resolve does not mutate its input.
   given = ml_collections.ConfigDict({"cell": "rnn"})
   assert resolve(given).cell == "rnn" and set(given.keys()) == {"cell"}
   with pytest.raises(AttributeError):  # frozen
     cfg.hidden_size = 3
+  assert type(resolve({"forget_bias": 2}).forget_bias) is float  # coerced to the field's type
+
+
+def test_spec_is_typed_and_owns_the_choices():
+  """Every field has a type; a Literal field's choices are exactly what the spec accepts."""
+  import dataclasses
+  import typing
+  from rnn_research.core import choices
+  hints = typing.get_type_hints(ModelSpec)
+  context = {"eval_norm_stats": {"norm": "layer"}, "transition": {"cell": "rnn"},
+             "engine": {"cell": "min_gru"}, "norm": {"num_layers": 2}}  # the rules' other keys
+  assert {f.name for f in dataclasses.fields(ModelSpec)} == set(model_defaults().keys())
+  for name, kind in hints.items():
+    if typing.get_origin(kind) is typing.Literal:
+      for value in choices.valid(kind):
+        assert getattr(resolve({name: value, **context.get(name, {})}), name) == value
+      with pytest.raises(ValueError, match=f"unknown {name} 'bogus'; valid choices"):
+        resolve({name: "bogus"})
 
 
 def test_model_defaults_are_fresh_and_valid():

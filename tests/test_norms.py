@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research.core import models, norms
+from rnn_research.core import models
 from rnn_research.core.engine import run_layer
 from rnn_research.core.norms import MiniLayerNorm, VerticalNorm, normalize_features
+from rnn_research.core.spec import resolve
 from rnn_research.core.step import cell_step
 
 B, T, F, H = 3, 5, 2, 4
@@ -59,7 +60,7 @@ def stats(model):
 def raw_layer_output(model, l, xs, mask):
   """Layer l's un-normalised output sequence [B, T, H] (its input computed by the caller)."""
   cell = model.layers[l]
-  hs, _ = run_layer(cell, cell.weights(), jnp.swapaxes(xs, 0, 1),
+  hs, _, _ = run_layer(cell, cell.weights(), jnp.swapaxes(xs, 0, 1),
                     None if mask is None else mask.T, cell.initial_carry(xs.shape[0]), model.how)
   return np.asarray(jnp.swapaxes(hs, 0, 1))
 
@@ -130,8 +131,8 @@ def test_mini_vertical_normalises_the_carry_not_the_output(cell):
   assert model.between[0] is None and layer.carry_norm_eps == EPS
   rng = np.random.default_rng(1)
   p = layer.weights()
-  carry = tuple(jnp.asarray(rng.normal(size=c.shape), jnp.float32)
-                for c in layer.initial_carry(B))
+  carry = jax.tree.map(lambda c: jnp.asarray(rng.normal(size=c.shape), jnp.float32),
+                       layer.initial_carry(B))
   x = jnp.asarray(rng.normal(size=(B, F)), jnp.float32)
   zh = carry[0] @ p["w_h"]
   cols = layer.zh_columns()
@@ -334,7 +335,7 @@ def test_vertical_norm_outputs_going_up_are_unnormalised():
   for t in range(2):
     u, carries = xs[:, t], []
     for cell, carry in zip(model.layers, state):
-      carry, u = cell_step(cell, cell.weights(), carry, u, None)
+      carry, u, _ = cell_step(cell, cell.weights(), carry, u, None)
       carries.append(carry)
     state, y = model.step(state, xs[:, t])
     np.testing.assert_allclose(y, u, **TOL)  # the raw top output
@@ -416,8 +417,9 @@ def test_norm_layers_selects_which_layers_are_normalised():
   m = build(num_layers=3, norm="mini_vertical", norm_layers="1")
   assert [c.carry_norm_eps for c in m.layers] == [None, EPS, None]
   assert all(n is None for n in m.between)
-  assert norms.norm_layers("all", 3) == (0, 1, 2)
-  assert norms.norm_layers("2,0,2", 3) == (0, 2)
+  assert resolve(dict(num_layers=3, norm="batch")).normed_layers == (0, 1, 2)
+  assert resolve(dict(num_layers=3, norm="batch", norm_layers="2,0,2")).normed_layers == (0, 2)
+  assert resolve(dict(num_layers=3, norm_layers="2")).normed_layers == ()  # norm='none'
 
 
 @pytest.mark.parametrize("spec", ["5", "x", "", "-1", "0,5", "1;0"])
@@ -435,4 +437,4 @@ def test_unknown_norm_and_eval_norm_stats_raise_naming_the_choices():
                                        "running, sequence"):
     build(norm="layer", eval_norm_stats="future")
   with pytest.raises(ValueError, match="valid choices: running, sequence"):
-    norms.SequenceLayerNorm(H, EPS, 0.9, "future")
+    resolve(dict(norm="layer", eval_norm_stats="future"))  # the spec checks, without a model

@@ -1,13 +1,14 @@
-"""`rnn_research.experiments.report`: render's placeholders, run_sections' sweeps and times, and the CLI.
+"""`rnn_research.experiments.report`: render's placeholders, run_sections' sweeps and times, and
+the CLI (`rnn_research.report`).
 
 Every sweep here is synthesized (real event files via MetricWriter, config.json, status.json,
 sweep.json) and `run_sweep` is replaced by a recorder: nothing is trained.
 
-report's flags (--workdir, --parallel, --only) share names with those of rnn_research.experiments.sweep_runner
-and rnn_research.main, so importing it into absl's global FLAGS would make test_sweep.py's
-import fail in the same pytest process (see test_report_and_sweep_share_a_process). The
-`report` fixture therefore loads it with a FlagValues of its own; the CLI tests run it as
-`python -m`, as users do.
+The CLI's flags (--workdir, --parallel, --only) share names with those of rnn_research.sweep
+and rnn_research.main, so importing it into absl's global FLAGS would clash with them in one
+pytest process. The `report_cli` fixture therefore loads it with a FlagValues of its own; the
+experiments modules define no flags (test_experiments_define_no_flags), and the other CLI
+tests run it as `python -m`, as users do.
 """
 from __future__ import annotations
 
@@ -32,17 +33,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def report():
-  """rnn_research.experiments.report, its flags defined in a private FlagValues (module.FLAGS)."""
+  """rnn_research.experiments.report (it defines no flags)."""
+  from rnn_research.experiments import report
+  return report
+
+
+@pytest.fixture(scope="module")
+def report_cli(report):
+  """The entry module rnn_research.report, its flags defined in a private FlagValues."""
   private, shared = flags.FlagValues(), set(flags.FLAGS)
   with pytest.MonkeyPatch.context() as mp:
     for name in ("DEFINE_string", "DEFINE_integer", "DEFINE_bool", "mark_flags_as_required"):
       mp.setattr(flags, name, functools.partial(getattr(flags, name), flag_values=private))
     mp.setattr(flags, "FLAGS", private)
-    sys.modules.pop("rnn_research.experiments.report", None)
-    module = importlib.import_module("rnn_research.experiments.report")
+    sys.modules.pop("rnn_research.report", None)
+    module = importlib.import_module("rnn_research.report")
   assert module.FLAGS is private and "workdir" in private
   assert not set(private) & (set(flags.FLAGS) - shared)  # (absl.app adds flags of its own)
   return module
+
+
+def test_experiments_define_no_flags(report):
+  # The entry modules (rnn_research.sweep, .report, .compare) define the CLI's flags.
+  from rnn_research.experiments import compare, compare_plot, launch, sweep_runner  # noqa: F401
+  assert not [m for m in flags.FLAGS.flags_by_module_dict() if ".experiments." in m]
 
 
 def make_sweep(root: Path, metric: str | list[str], finals: dict[str, list[float]],
@@ -177,21 +191,19 @@ def counts(completed=0, diverged=0, failed=0, preempted=0, skipped=0) -> dict[st
 
 @pytest.fixture
 def fake_sweep(report, monkeypatch):
-  """Replaces the sweep process with one that records its calls and, per call, takes the next
+  """Replaces `run_sweep` with one that records its calls and, per call, takes the next
   (seconds on report's clock, counts) from `results`; returns (calls, results)."""
   calls: list[tuple[str, str, int]] = []
   results: list[tuple[float, dict[str, int]]] = []
   clock = [1000.0]
 
-  def run_sweep_process(config_arg: str, workdir: str, parallel: int) -> tuple[int, str]:
+  def run_sweep(config_arg: str, workdir: str, *, parallel: int) -> dict[str, int]:
     calls.append((config_arg, workdir, parallel))
     seconds, c = results.pop(0)
     clock[0] += seconds
-    summary = (f"sweep {workdir}: {c['completed']} completed, {c['diverged']} diverged, "
-               f"{c['failed']} failed ({c['skipped']} skipped as done) in {seconds:.0f} s\n")
-    return (1 if c["failed"] else 0), summary
+    return c
 
-  monkeypatch.setattr(report, "run_sweep_process", run_sweep_process)
+  monkeypatch.setattr(report, "run_sweep", run_sweep)
   monkeypatch.setattr(report, "time", types.SimpleNamespace(time=lambda: clock[0]))
   return calls, results
 
@@ -224,33 +236,34 @@ def test_run_sections_stops_at_failed_members(report, fake_sweep, tmp_path):
   sections = [report.Section("first", "x.py", "eval/loss"),
               report.Section("second", "y.py", "eval/loss")]
   results += [(30.0, counts(completed=1, failed=2)), (1.0, counts(completed=1))]
-  with pytest.raises(RuntimeError, match=r"^first: the sweep exited with code 1 \(sweep .*2 "
-                     r"failed .*\); see .*first/logs/"):
+  with pytest.raises(RuntimeError, match=r"^first: 2 member\(s\) of the sweep failed; see "
+                     r".*first/logs/"):
     report.run_sections(str(tmp_path), sections, 2)
   assert [c[0] for c in calls] == ["x.py"]  # the second sweep never started
 
 
-def parse_and_run_main(report, *args: str) -> None:
-  report.FLAGS(["report", *args])
+def parse_and_run_main(report_cli, *args: str) -> None:
+  report_cli.FLAGS(["report", *args])
   try:
-    report.main(["report"])
+    report_cli.main(["report"])
   finally:
-    report.FLAGS.unparse_flags()
+    report_cli.FLAGS.unparse_flags()
 
 
-def test_main_runs_only_matching_sections_but_reports_all(report, two_sections, monkeypatch):
+def test_main_runs_only_matching_sections_but_reports_all(report, report_cli, two_sections,
+                                                          monkeypatch):
   workdir, docs, sections = two_sections
   monkeypatch.setattr(report, "SECTIONS", tuple(sections))
   ran = []
   monkeypatch.setattr(report, "run_sections", lambda *args: ran.append(args))
-  parse_and_run_main(report, f"--workdir={workdir}", f"--docs={docs}", "--only=^b$",
+  parse_and_run_main(report_cli, f"--workdir={workdir}", f"--docs={docs}", "--only=^b$",
                      "--parallel=3")
   assert ran == [(str(workdir), [sections[1]], 3)]
   text = (docs / "REPORT.md").read_text(encoding="utf-8")
   assert TABLE_A in text and TABLE_B in text and "{{" not in text
   assert f"`python -m rnn_research.report --workdir={workdir} --parallel=3`" in text
   (docs / "REPORT.md").unlink()
-  parse_and_run_main(report, f"--workdir={workdir}", f"--docs={docs}", "--no_run")
+  parse_and_run_main(report_cli, f"--workdir={workdir}", f"--docs={docs}", "--no_run")
   assert len(ran) == 1 and TABLE_B in (docs / "REPORT.md").read_text(encoding="utf-8")
 
 
@@ -259,6 +272,7 @@ def run_cli(*args: str, module: str = "rnn_research.report") -> subprocess.Compl
                         capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # runs the report CLI as a process
 def test_cli_only_matching_nothing_exits_2(report, tmp_path):
   proc = run_cli(f"--workdir={tmp_path}", f"--docs={tmp_path}", "--no_run", "--only=nomatch")
   assert proc.returncode == 2
@@ -268,6 +282,7 @@ def test_cli_only_matching_nothing_exits_2(report, tmp_path):
   assert not (tmp_path / "REPORT.md").exists()
 
 
+@pytest.mark.slow  # runs the report CLI as a process
 def test_cli_no_run_rebuilds_report_from_disk(report, tmp_path):
   workdir, docs = tmp_path / "runs", tmp_path / "docs"
   lines = ["{{command}} {{commit}} {{date}} {{total_wall}}"]
@@ -299,9 +314,10 @@ def test_cli_no_run_rebuilds_report_from_disk(report, tmp_path):
   assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
 
 
-def test_run_sections_runs_the_real_sweep_cli(report, tmp_path):
-  # A sweep file whose only member is invalid: the real `rnn_research.experiments.sweep_runner` process checks it,
-  # exits 2 before training anything, and run_sections stops with that code.
+@pytest.mark.slow  # checks a real sweep file (imports jax and the trainer)
+def test_run_sections_runs_the_real_sweep(report, tmp_path):
+  # A sweep file whose only member is invalid: the real `sweep_runner.run_sweep` checks it and
+  # raises before training anything, and run_sections stops with its message.
   bad = tmp_path / "bad_sweep.py"
   bad.write_text("from configs import default\n"
                  "def get_config(arg=None):\n"
@@ -309,11 +325,14 @@ def test_run_sections_runs_the_real_sweep_cli(report, tmp_path):
                  "batch_size=4)\n"
                  "def get_sweep():\n"
                  "  return [{'model.cell': 'nope'}]\n")
-  with pytest.raises(RuntimeError, match=r"^bad: the sweep exited with code 2 \(no summary\)"):
+  with pytest.raises(RuntimeError, match=r"^bad: bad input: .*bad_sweep.py: 1 of 1 member\(s\) "
+                     r"are invalid, nothing was run:\n  member 0 \(cell=nope\): "
+                     r"unknown cell 'nope'"):
     report.run_sections(str(tmp_path / "runs"), [report.Section("bad", str(bad), "eval/loss")], 1)
   assert not (tmp_path / "runs" / "bad").exists()
 
 
+@pytest.mark.slow  # runs the report CLI as a process
 def test_cli_only_bad_regex_exits_2(tmp_path):
   proc = run_cli(f"--workdir={tmp_path}", f"--docs={tmp_path}", "--no_run", "--only=(")
   assert proc.returncode == 2 and proc.stderr.startswith("bad input: ")

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from rnn_research.experiments import sweep_runner as sweep, sweep_spec
+from rnn_research.experiments import launch, sweep_runner as sweep, sweep_spec
 from rnn_research.training import train
 from rnn_research.training.metric_writer import read_scalars
 from rnn_research.training.status import read_status, write_status
@@ -225,9 +225,9 @@ def test_child_env_limits_threads(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
   monkeypatch.setenv("PYTHONPATH", "/elsewhere")
   before = dict(os.environ)
-  one, two = sweep.child_env(1), sweep.child_env(2)
+  one, two = launch.child_env(1), launch.child_env(2)
   assert dict(os.environ) == before  # this process' environment is left alone
-  for var in sweep.THREAD_VARS:
+  for var in launch.THREAD_VARS:
     assert one[var] == "1" and two[var] == "2"
   assert one["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=2",
                                       "--xla_cpu_multi_thread_eigen=false"]
@@ -236,13 +236,13 @@ def test_child_env_limits_threads(monkeypatch):
     paths = env["PYTHONPATH"].split(os.pathsep)
     assert str(ROOT) in paths and "/elsewhere" in paths
   monkeypatch.delenv("XLA_FLAGS")
-  assert sweep.child_env(1)["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=false"
+  assert launch.child_env(1)["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=false"
 
 
 def test_core_slices_partition_this_machines_cores():
   cpus = sorted(os.sched_getaffinity(0))
-  assert sweep.core_slices(1) == [cpus]
-  slices = sweep.core_slices(2)
+  assert launch.core_slices(1) == [cpus]
+  slices = launch.core_slices(2)
   assert len(slices) == 2
   if len(cpus) >= 2:
     flat = [c for s in slices for c in s]
@@ -260,19 +260,19 @@ def test_core_slices_partition_this_machines_cores():
 ])
 def test_core_slices_split_the_affinity_set(monkeypatch, cpus, parallel, expected):
   monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(cpus))
-  assert sweep.core_slices(parallel) == expected
+  assert launch.core_slices(parallel) == expected
 
 
 def test_run_local_pins_each_job_to_its_cores(tmp_path):
   probe = ("import os, sys, time; time.sleep(0.5); "
            "print(sorted(os.sched_getaffinity(0)), os.environ['OMP_NUM_THREADS']); "
            "sys.exit(int(sys.argv[1]))")
-  jobs = [sweep.Job([f"job{k}"], [sys.executable, "-c", probe, str(code)])
+  jobs = [launch.Job([f"job{k}"], [sys.executable, "-c", probe, str(code)])
           for k, code in enumerate([0, 3])]
   reported = {}
-  sweep.run_local(jobs, str(tmp_path), 2, lambda job, rc, s: reported.update({job.names[0]: rc}))
+  launch.run_local(jobs, str(tmp_path), 2, lambda job, rc, s: reported.update({job.names[0]: rc}))
   assert reported == {"job0": 0, "job1": 3}
-  slices = sweep.core_slices(2)
+  slices = launch.core_slices(2)
   seen = []
   for k in range(2):
     cores, threads = (tmp_path / "logs" / f"job{k}.log").read_text().rsplit(" ", 1)
@@ -299,6 +299,7 @@ def test_outcome(tmp_path, state, code, expected):
 # ---------------------------------------------------------------------------- dry runs, input
 
 
+@pytest.mark.slow  # runs the sweep CLI as a process
 def test_dry_run_lists_members_and_commands_writes_nothing(tmp_path):
   path = write_sweep(tmp_path)
   workdir = tmp_path / "runs"
@@ -316,6 +317,7 @@ def test_dry_run_lists_members_and_commands_writes_nothing(tmp_path):
   assert not workdir.exists()
 
 
+@pytest.mark.slow  # runs the sweep CLI as a process
 def test_declaration_error_lists_every_bad_member_exit_2(tmp_path):
   path = write_sweep(tmp_path, SWEEP_FILE.replace(
       'sweep("model.recurrent_scale", [1.0, 10000.0])',
@@ -347,6 +349,7 @@ def test_only_selects_members_by_regex(tmp_path):
   assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow  # runs the sweep CLI as a process
 def test_only_matching_nothing_exits_2_listing_members(tmp_path):
   path = write_sweep(tmp_path)
   proc = checked(run_cli(path, tmp_path / "runs", "--only=cell=lstm"), 2)
@@ -367,6 +370,7 @@ def test_bad_only_regex_and_parallel_are_bad_input(tmp_path):
 # ------------------------------------------------------------------------------- a real sweep
 
 
+@pytest.mark.slow  # the tiny_sweep tests train a whole sweep through its CLI
 def test_sweep_trains_every_member(tiny_sweep):
   path, workdir, proc = tiny_sweep
   assert summary(proc.stdout) == {"completed": 2, "diverged": 2, "failed": 0, "skipped": 0}
@@ -409,6 +413,7 @@ def test_sweep_trains_every_member(tiny_sweep):
     assert config["model"]["recurrent_scale"] == 10000.0 and config["train"]["seed"] == seed
 
 
+@pytest.mark.slow
 def test_sweep_resumes_an_interrupted_member_from_its_checkpoint(tiny_sweep):
   _, workdir, _ = tiny_sweep
   run = workdir / RESUMED
@@ -430,6 +435,7 @@ def test_sweep_resumes_an_interrupted_member_from_its_checkpoint(tiny_sweep):
   assert logged == [[1, 2], [3, 4]]
 
 
+@pytest.mark.slow
 def test_rerun_trains_nothing(tiny_sweep):
   path, workdir, _ = tiny_sweep
   before = {name: mtimes(workdir / name) for name in NAMES}
@@ -443,6 +449,7 @@ def test_rerun_trains_nothing(tiny_sweep):
     assert any(f.startswith("events.out.tfevents") for f in files)
 
 
+@pytest.mark.slow
 def test_a_failing_member_is_counted_and_the_sweep_goes_on(tiny_sweep, tmp_path):
   path, workdir, _ = tiny_sweep
   copy = tmp_path / "runs"
@@ -469,6 +476,7 @@ def test_a_failing_member_is_counted_and_the_sweep_goes_on(tiny_sweep, tmp_path)
   assert order == GOOD
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_run_as_one_job_with_the_same_metrics(tiny_sweep, tmp_path, monkeypatch):
   path, workdir, _ = tiny_sweep
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
@@ -498,6 +506,7 @@ def test_vmapped_seeds_run_as_one_job_with_the_same_metrics(tiny_sweep, tmp_path
     np.testing.assert_allclose(curve, reference, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_ray_backend_runs_the_sweep(tiny_sweep, tmp_path, monkeypatch):
   ray = pytest.importorskip("ray")
   _, workdir, _ = tiny_sweep
@@ -522,6 +531,7 @@ def test_ray_backend_runs_the_sweep(tiny_sweep, tmp_path, monkeypatch):
     assert (tmp_path / "ray_runs" / "logs" / f"{name}.log").is_file()
 
 
+@pytest.mark.slow
 def test_compare_the_sweep(tiny_sweep):
   _, workdir, _ = tiny_sweep
   proc = checked(subprocess.run(

@@ -41,7 +41,7 @@ BAD_VALUES = {
 
 @pytest.fixture(scope="module", params=NAMES)
 def task(request) -> tasks.Task:
-  return tasks.build({"name": request.param}, B, 0)
+  return TASKS.get(request.param)({"name": request.param}, B, 0)
 
 
 def test_every_task_is_listed():
@@ -76,12 +76,12 @@ def test_train_batch_is_a_function_of_seed_and_step(task):
   first = task.train_batch(5)
   task.train_batch(3)
   again = task.train_batch(5)
-  fresh = tasks.build({"name": task.name}, B, 0).train_batch(5)
+  fresh = TASKS.get(task.name)({"name": task.name}, B, 0).train_batch(5)
   for key in first:
     np.testing.assert_array_equal(first[key], again[key])
     np.testing.assert_array_equal(first[key], fresh[key])
   assert not np.array_equal(first["x"], task.train_batch(6)["x"])
-  other_seed = tasks.build({"name": task.name}, B, 1).train_batch(5)
+  other_seed = TASKS.get(task.name)({"name": task.name}, B, 1).train_batch(5)
   assert not np.array_equal(first["x"], other_seed["x"])
 
 
@@ -146,12 +146,14 @@ def test_defaults_document_every_key(name):
   cfg = cls.defaults()
   assert cfg.name == name == cls.name
   assert len(cfg.keys()) >= 1
+  keys = cls.all_keys()
+  assert set(cfg.keys()) == {"name", *keys} and all(k.doc.strip() for k in keys.values())
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_unknown_key_lists_valid_keys(name):
   with pytest.raises(ValueError, match="valid keys") as err:
-    tasks.build({"name": name, "no_such_key": 1}, B, 0)
+    TASKS.get(name)({"name": name, "no_such_key": 1}, B, 0)
   for key in TASKS.get(name).defaults().keys():
     assert key in str(err.value)
 
@@ -160,25 +162,25 @@ def test_unknown_key_lists_valid_keys(name):
 def test_bad_values_name_valid_choices(name):
   key, value, text = BAD_VALUES[name]
   with pytest.raises(ValueError, match=text) as err:
-    tasks.build({"name": name, key: value}, B, 0)
+    TASKS.get(name)({"name": name, key: value}, B, 0)
   assert key in str(err.value)
   # A value of the wrong type fails the same way, naming the expected type.
   typed_key = next(k for k in TASKS.get(name).defaults().keys() if k != "name")
   with pytest.raises(ValueError, match="must be"):
-    tasks.build({"name": name, typed_key: "bogus"}, B, 0)
+    TASKS.get(name)({"name": name, typed_key: "bogus"}, B, 0)
 
 
 def test_build_rejects_unknown_task_and_mismatched_name():
   with pytest.raises(ValueError, match="valid choices: adding, charlm"):
-    tasks.build({"name": "kalmann"}, B, 0)
+    TASKS.get("kalmann")
   with pytest.raises(ValueError, match="this is task 'copy'"):
     TASKS.get("copy")({"name": "adding"}, B, 0)
   with pytest.raises(ValueError, match="batch_size"):
-    tasks.build({"name": "copy"}, 0, 0)
+    TASKS.get("copy")({"name": "copy"}, 0, 0)
 
 
 def test_config_dict_sections_are_accepted():
   cfg = TASKS.get("copy").defaults()
   cfg.delay = 3
-  task = tasks.build(cfg, B, 0)
+  task = TASKS.get(cfg.name)(cfg, B, 0)
   assert task.cfg.delay == 3 and task.train_batch(0)["x"].shape[1] == 2 * 5 + 3 + 1

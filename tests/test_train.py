@@ -30,6 +30,7 @@ def tiny_kalman(seed: int = 0, steps: int = 6):
 # --------------------------------------------------------------------------- train_and_evaluate
 
 
+@pytest.mark.slow  # three whole training runs
 def test_same_seed_same_metrics_other_seed_differs(tmp_path):
   first = train.train_and_evaluate(tiny_kalman(seed=0), str(tmp_path / "a"))
   again = train.train_and_evaluate(tiny_kalman(seed=0), str(tmp_path / "b"))
@@ -46,6 +47,7 @@ def test_resumed_at_the_end_reports_the_same_metrics(tmp_path):
   assert train.train_and_evaluate(config, str(tmp_path)) == first  # nothing left to train
 
 
+@pytest.mark.slow  # a whole training run to convergence
 def test_default_config_learns_kalman_filter(tmp_path):
   config = default.get_config()
   config.unlock()
@@ -216,6 +218,7 @@ def assert_same_run(got_dir, want_dir, rtol: float = 1e-5) -> None:
     assert a["metrics"][key] == pytest.approx(value, rel=rtol), key
 
 
+@pytest.mark.slow  # the seed-group tests train several whole runs each
 def test_train_seeds_equals_separate_runs(tmp_path):
   seeds = (0, 1, 2)
   alone = [train.train_and_evaluate(seed_config(s), str(tmp_path / f"alone{s}")) for s in seeds]
@@ -259,6 +262,7 @@ def _changed(config, **model):
   return config
 
 
+@pytest.mark.slow
 def test_one_seed_diverging_leaves_the_others_running(tmp_path):
   # Seed 3 first: see test_a_diverged_seed_does_not_shift_the_others for the other order.
   alone = tmp_path / "alone3"
@@ -274,6 +278,7 @@ def test_one_seed_diverging_leaves_the_others_running(tmp_path):
   assert_same_run(dirs[0], alone, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_diverged_seed_does_not_shift_the_others(tmp_path):
   alone = tmp_path / "alone3"
   train.train_and_evaluate(exploding(3), str(alone))
@@ -285,6 +290,7 @@ def test_a_diverged_seed_does_not_shift_the_others(tmp_path):
   assert_same_run(dirs[1], alone, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_group_resumes_from_checkpoints_at_one_step(tmp_path):
   # constant learning rate: a run extended from 4 to 6 steps is the run of 6 steps
   configs = lambda steps: [seed_config(s, steps=steps, schedule="constant") for s in (0, 1)]
@@ -309,6 +315,7 @@ def test_group_at_different_checkpoint_steps_is_refused(tmp_path):
   assert read_status(str(first))["step"] == 2
 
 
+@pytest.mark.slow  # a whole training run
 def test_whole_sequence_norm_statistics_train_without_gradient_flow(tmp_path):
   # The gradient-flow probes run the model step by step, which eval_norm_stats='sequence'
   # does not allow: the run must still complete, with the other diagnostics and no grad_flow.
@@ -350,6 +357,7 @@ def final_state(workdir, config):
   return restored
 
 
+@pytest.mark.slow  # three whole training runs
 def test_dropout_run_resumed_midway_equals_uninterrupted(tmp_path):
   straight = train.train_and_evaluate(dropout_config(6), str(tmp_path / "straight"))
   resumed_dir = tmp_path / "resumed"
@@ -390,6 +398,7 @@ def packed_config(resets: bool, steps: int = 4):
   return config
 
 
+@pytest.mark.slow  # two whole training runs
 def test_packed_episodes_train_and_resets_matter(tmp_path):
   on = train.train_and_evaluate(packed_config(True), str(tmp_path / "on"))
   off = train.train_and_evaluate(packed_config(False), str(tmp_path / "off"))

@@ -9,12 +9,12 @@ Strategies (`config.model.engine`):
   vjp           as `scan` forward; a custom VJP whose reverse scan carries only d(carry) and
                 writes dz_t, then dW_h, dW_x, db, dX are single einsums over all steps.
   vjp_hoisted   as `vjp` with the hoisted forward projection.
-  auto          per backend, by measurement (see README's benchmark): `vjp` on CPU;
+  auto          per backend, by measurement (docs/speed.md): `vjp` on CPU;
                 `vjp_hoisted` on GPU/TPU, where the hoisted GEMM is the classic win (cuDNN).
   associative   min_gru / min_lstm only: `jax.lax.associative_scan` (depth O(log T)).
 Cells without W_h (min_gru, min_lstm) are linear recurrences, run by `parallel_scan`: by
 associative scan under `associative` (and `auto` on GPU/TPU), else by a sequential scan of the
-same elementwise recurrence (`auto` on CPU, where it measured faster at every T).
+same elementwise recurrence (`auto` on CPU, where it measured faster: docs/speed.md).
 `remat` recomputes the step in the backward pass (autodiff: `jax.checkpoint` on the step; vjp:
 only the carries are stored and z_t is recomputed in the reverse scan).
 """
@@ -25,15 +25,15 @@ from typing import Any
 
 import jax
 
-from rnn_research.core import parallel_scan
-from rnn_research.core.cells.base import Carry, Cell
-from rnn_research.core.step import project, recur
+from rnn_research.core import choices, parallel_scan
+from rnn_research.core.carry import Carry
+from rnn_research.core.cells.base import Cell
+from rnn_research.core.step import StepStats, project, recur
 from rnn_research.core.vjp import scan_custom_vjp
 
-ENGINES = ("auto", "scan", "scan_hoisted", "vjp", "vjp_hoisted", "associative")
 _AUTO = {"cpu": "vjp"}
 _AUTO_ACCELERATOR = "vjp_hoisted"
-CHUNK_BYTES = 3 << 19  # 1.5 MiB: measured fastest on XLA:CPU at every benchmark size (README)
+CHUNK_BYTES = 3 << 19  # 1.5 MiB of dz per chunk: the fastest size measured on XLA:CPU
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,15 +56,14 @@ class Strategy:
   chunk_bytes: int | None = None
 
 
-def strategy(engine: str, remat: bool = False, backend: str | None = None,
+def strategy(engine: choices.Engine, remat: bool = False, backend: str | None = None,
              backward_chunk: int = 0) -> Strategy:
   """The `Strategy` for `config.model.engine` on `backend` (default: JAX's default backend).
 
   backward_chunk: steps per chunk of the custom VJP's reverse scan; 0 = auto: on CPU the chunk
   whose dz is about CHUNK_BYTES (cache-resident, measured fastest), on GPU/TPU the whole sequence.
   """
-  if engine not in ENGINES:
-    raise ValueError(f"unknown engine {engine!r}; valid choices: {', '.join(ENGINES)}")
+  choices.check("engine", engine, choices.Engine)
   accelerator = (backend or jax.default_backend()) not in _AUTO
   associative = engine == "associative" or (engine == "auto" and accelerator)
   if engine == "auto":
@@ -77,26 +76,29 @@ def strategy(engine: str, remat: bool = False, backend: str | None = None,
 def run_layer(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array | None,
               carry0: Carry, how: Strategy, *, resets: jax.Array | None = None,
               init: Carry | None = None,
-              rmask: jax.Array | None = None) -> tuple[jax.Array, Carry]:
+              rmask: jax.Array | None = None) -> tuple[jax.Array, Carry, StepStats]:
   """One layer over a sequence, time-major: xs [T, B, F], mask [T, B] or None.
 
   resets [T, B] (or None): the carry entering step t is `init` (zeros if None) where set.
   rmask [B, H] (or None): the recurrent-dropout mask on h_{t-1} (see `step`).
-  Returns ys [T, B, H] and the final carry.
+  Returns ys [T, B, H], the final carry, and batch_per_step's per-step statistics [T, ...]
+  in training (else None).
   """
   if not cell.recurrent:  # min_gru, min_lstm: no W_h, so rmask has nothing to act on
-    return parallel_scan.run(cell, p, xs, mask, carry0, resets=resets, init=init,
-                             remat=how.remat, associative=how.associative)
+    ys, carry = parallel_scan.run(cell, p, xs, mask, carry0, resets=resets, init=init,
+                                  remat=how.remat, associative=how.associative)
+    return ys, carry, None
   if how.custom_vjp:
-    return scan_custom_vjp(cell, p, xs, mask, carry0, how, resets, init, rmask)
+    return (*scan_custom_vjp(cell, p, xs, mask, carry0, how, resets, init, rmask), None)
 
   def body(carry, inputs):
     u, m, r = inputs
-    return recur(cell, p, carry, u if how.hoist else project(p, u), m, r=r, init=init,
-                 rmask=rmask)
+    carry, y, stats = recur(cell, p, carry, u if how.hoist else project(p, u), m, r=r,
+                            init=init, rmask=rmask)
+    return carry, (y, stats)
 
   if how.remat:
     body = jax.checkpoint(body)
   inputs = project(p, xs) if how.hoist else xs
-  carry, ys = jax.lax.scan(body, carry0, (inputs, mask, resets))
-  return ys, carry
+  carry, (ys, stats) = jax.lax.scan(body, carry0, (inputs, mask, resets))
+  return ys, carry, stats

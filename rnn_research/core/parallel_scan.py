@@ -1,7 +1,7 @@
 """One layer of a linear-recurrence cell (`Cell.recurrent` False) over time by associative scan.
 
 (Or, with `associative=False`, by a sequential `lax.scan` of the same elementwise recurrence:
-on XLA:CPU that measured faster at every T, see README.)
+on XLA:CPU that measured faster, see docs/speed.md.)
 
 For the cells of `rnn_research.core.cells.min_cells` every step is affine in the carry,
 
@@ -31,7 +31,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnn_research.core.cells.base import Carry, Cell
+from rnn_research.core.carry import Carry
+from rnn_research.core.cells.base import Cell
 from rnn_research.core.step import project
 
 
@@ -55,7 +56,7 @@ def coefficients(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array |
   if resets is not None:
     r = resets[..., None]
     if init is not None:
-      b = jnp.where(r, b + a * jnp.asarray(init[0], a.dtype), b)
+      b = jnp.where(r, b + a * jnp.asarray(init.h, a.dtype), b)
     a = jnp.where(r, jnp.zeros_like(a), a)
   return a, b
 
@@ -63,14 +64,12 @@ def coefficients(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array |
 def run(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array | None, carry0: Carry, *,
         resets: jax.Array | None = None, init: Carry | None = None,
         remat: bool = False, associative: bool = True) -> tuple[jax.Array, Carry]:
-  """As `engine.run_layer`: xs [T, B, F], mask [T, B] bool or None, carry0 = (h_0 [B, H],),
-  resets [T, B] bool or None, init a carry ((h [B, H] or [H],)) or None (zeros)
-  -> (ys [T, B, H], (h_T,)), ys 0 where mask is False."""
+  """As `engine.run_layer`: xs [T, B, F], mask [T, B] bool or None, carry0 = Carry(h_0 [B, H]),
+  resets [T, B] bool or None, init a Carry (h [B, H] or [H]) or None (zeros)
+  -> (ys [T, B, H], Carry(h_T)), ys 0 where mask is False."""
   if cell.recurrent:
     raise ValueError(f"{type(cell).__name__} has a recurrent matrix W_h; parallel_scan runs "
                      "only linear-recurrence cells (min_gru, min_lstm)")
-  if len(carry0) != 1:
-    raise ValueError(f"parallel_scan expects the carry (h,), got {len(carry0)} members")
 
   def layer(p, xs, mask, resets, init, h0):
     if xs.shape[0] == 0:
@@ -86,5 +85,5 @@ def run(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array | None, ca
 
   if remat:
     layer = jax.checkpoint(layer)
-  ys, h_last = layer(p, xs, mask, resets, init, carry0[0])
-  return ys, (h_last,)
+  ys, h_last = layer(p, xs, mask, resets, init, carry0.h)
+  return ys, Carry(h_last)

@@ -5,17 +5,14 @@ import jax
 from flax import nnx
 
 from rnn_research.core.activations import Activation
-
-READOUTS = ("linear", "mlp")
+from rnn_research.core.choices import ReadoutKind
 
 
 class Readout(nnx.Module):
   """`linear`: y = h W + b.  `mlp`: y = σ(h W_1 + b_1) W_2 + b_2 with `hidden` units."""
 
-  def __init__(self, kind: str, in_features: int, out_features: int, hidden: int,
+  def __init__(self, kind: ReadoutKind, in_features: int, out_features: int, hidden: int,
                activation: Activation, rngs: nnx.Rngs):
-    if kind not in READOUTS:
-      raise ValueError(f"unknown readout {kind!r}; valid choices: {', '.join(READOUTS)}")
     self.activation = activation
     self.hidden = nnx.Linear(in_features, hidden, rngs=rngs) if kind == "mlp" else None
     self.out = nnx.Linear(hidden if kind == "mlp" else in_features, out_features, rngs=rngs)

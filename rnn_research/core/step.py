@@ -8,7 +8,7 @@
   (carry_t, y_t) = pointwise(pw, zx_t + zh_t, zh_t[..., zh_columns], carry_{t-1})
   past a sequence's end (m_t false): carry_t = carry_{t-1}, y_t = 0.
 With `batch_per_step` norm, zx_t and zh_t are each batch-normalised (`norms/batch_per_step.py`)
-and, in training, y_t comes with the step's batch statistics: (y_t, stats_t).
+and, in training, the step also returns its batch statistics.
 """
 from __future__ import annotations
 
@@ -17,7 +17,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnn_research.core.cells.base import Carry, Cell
+from rnn_research.core import carry as carries
+from rnn_research.core.carry import Carry
+from rnn_research.core.cells.base import Cell
+
+StepStats = Any  # batch_per_step's (mu_x, s2_x, mu_h, s2_h, n) in training, else None
 
 
 def project(p: dict[str, Any], x: jax.Array) -> jax.Array:
@@ -37,48 +41,46 @@ def mask_step(new: Carry, y: jax.Array, carry: Carry,
   """Past a sequence's end (m [B] False): the carry stays `carry` and y = 0."""
   if m is None:
     return new, y
-  keep = m[:, None]
-  new = tuple(jnp.where(keep, n, c) for n, c in zip(new, carry))
-  return new, jnp.where(keep, y, jnp.zeros_like(y))
+  return carries.where(m, new, carry), jnp.where(m[:, None], y, jnp.zeros_like(y))
 
 
 def reset(carry: Carry, r: jax.Array | None, init: Carry | None) -> Carry:
   """carry <- init (zeros if None) in the rows where r [B] is True."""
   if r is None:
     return carry
-  init = tuple(jnp.zeros_like(c) for c in carry) if init is None else init
-  return tuple(jnp.where(r[:, None], i, c) for i, c in zip(init, carry))
+  return carries.where(r, carries.zeros_like(carry) if init is None else init, carry)
 
 
 def recurrent_input(carry: Carry, rmask: jax.Array | None) -> jax.Array:
   """The h_{t-1} that enters W_h: h ⊙ d with the recurrent-dropout mask d [B, H]."""
-  return carry[0] if rmask is None else carry[0] * rmask
+  return carry.h if rmask is None else carry.h * rmask
 
 
 def recur(cell: Cell, p: dict[str, Any], carry: Carry, zx: jax.Array, m: jax.Array | None,
           probe: jax.Array | None = None, *, r: jax.Array | None = None,
-          init: Carry | None = None, rmask: jax.Array | None = None) -> tuple[Carry, jax.Array]:
-  """One step given its input projection zx [B, G*H]; r [B] resets, rmask [B, H] dropout."""
+          init: Carry | None = None, rmask: jax.Array | None = None
+          ) -> tuple[Carry, jax.Array, StepStats]:
+  """One step given its input projection zx [B, G*H]; r [B] resets, rmask [B, H] dropout.
+
+  Returns (carry_t, y_t [B, H], the step's batch statistics or None).
+  """
   carry = reset(carry, r, init)
   zh = recurrent_input(carry, rmask) @ p["w_h"] if "w_h" in p else None  # None: no W_h
   stats = None
-  if "bn" in p:  # batch_per_step: z = BN_t(x W_x) + BN_t(h W_h) + b; the counter is last
-    carry, count = carry[:-1], carry[-1]
-    zx, zh, stats = cell.step_norm.normalize(p["bn"], zx, zh, m, count)
+  if "bn" in p:  # batch_per_step: z = BN_t(x W_x) + BN_t(h W_h) + b
+    zx, zh, stats = cell.step_norm.normalize(p["bn"], zx, zh, m, carry.step)
     zx = zx + p["b"]
   cols = cell.zh_columns()
   new, y = masked_pointwise(cell, p["pw"], zx if zh is None else zx + zh,
                             None if cols is None or zh is None else zh[..., cols], carry, m, probe)
-  if "bn" not in p:
-    return new, y
-  new += (count + (1.0 if m is None else m[:, None].astype(count.dtype)),)
-  return new, (y if stats is None else (y, stats))
+  if carry.step is not None:  # the row's step index advances where the row is valid
+    advance = 1.0 if m is None else m[:, None].astype(carry.step.dtype)
+    new = new._replace(step=carry.step + advance)
+  return new, y, stats
 
 
 def cell_step(cell: Cell, p: dict[str, Any], carry: Carry, x: jax.Array, m: jax.Array | None,
-              probe: jax.Array | None = None, **kw: Any) -> tuple[Carry, jax.Array]:
-  """One whole step from x_t [B, F] -> (carry_t, y_t [B, H]); `probe` [B, H] is added to h_t.
-
-  `kw`: r, init, rmask of `recur`.
-  """
+              probe: jax.Array | None = None, **kw: Any) -> tuple[Carry, jax.Array, StepStats]:
+  """One whole step from x_t [B, F] -> (carry_t, y_t [B, H], stats); `probe` [B, H] is added
+  to h_t. `kw`: r, init, rmask of `recur`."""
   return recur(cell, p, carry, project(p, x), m, probe, **kw)

@@ -1,12 +1,10 @@
 """Compares the runs of an ablation sweep: one ranked row per group, and their curves.
 
-  python -m rnn_research.compare runs/sweep [--metric=eval/loss] [--group_by=model.norm]
-      [--threshold=0.5] [--mode=auto|min|max] [--out=DIR]
-
 Reads each member's config.json, status.json and event files (never jax), so it works on a
-sweep that is still running. Runs are grouped by --group_by's config keys, or else by their
-sweep overrides except `train.seed` (seeds are what a group averages over). Prints a markdown
-table and writes `<out>/compare.md` and `<out>/compare.png`. Exit code 2 on bad input.
+sweep that is still running. Runs are grouped by `group_by`'s config keys, or else by their
+sweep overrides except `train.seed` (seeds are what a group averages over). `report` writes
+`<out>/compare.md` (the markdown table) and `<out>/compare.png` (compare_plot.py). The command
+line is `python -m rnn_research.compare` (rnn_research/compare.py).
 
 A run's final value is the last logged value of the metric (a running run's latest one).
 Diverged and failed runs stopped early: they give no final or best value and never count as
@@ -17,30 +15,17 @@ from __future__ import annotations
 import collections
 import datetime
 import json
-import logging
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from absl import app, flags
 
-from rnn_research.cli import parse_flags
+from rnn_research.training import atomic, workdir as run_dir
 from rnn_research.training.metric_writer import read_scalars
-from rnn_research.training import workdir as run_dir
 from rnn_research.training.status import read_status
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("metric", "eval/loss", "Scalar tag to compare (e.g. eval/mse_over_kalman).")
-flags.DEFINE_list("group_by", None, "Dotted config keys whose values form the groups.")
-flags.DEFINE_float("threshold", None, "Also report the steps each group takes to reach this.")
-flags.DEFINE_enum("mode", "auto", ["auto", "min", "max"],
-                  "Whether lower (min) or higher (max) is better; auto: max for accuracies.")
-flags.DEFINE_string("out", None, "Directory for compare.md and compare.png (default: DIR).")
-flags.DEFINE_list("ylim", None, "lo,hi: the figure's y range (default: every value).")
 
 SEED_KEY = "train.seed"
 STOPPED = ("diverged", "failed")  # states of runs that ended before their last step
@@ -164,7 +149,8 @@ def resolve_mode(metric: str, mode: str) -> str:
   return mode
 
 
-def _series(run: Run, tag: str) -> Series:
+def finite_series(run: Run, tag: str) -> Series:
+  """The finite (step, value) points `run` logged for `tag`."""
   return [(s, v) for s, v in run.scalars.get(tag, []) if math.isfinite(v)]
 
 
@@ -172,7 +158,7 @@ def _summarize_group(name: str, runs: list[Run], metric: str, mode: str,
                      threshold: float | None) -> Row:
   finals, bests, reach = [], [], []
   for run in runs:
-    series = _series(run, metric)
+    series = finite_series(run, metric)
     if run.state in STOPPED or not series:
       continue
     values = [v for _, v in series]
@@ -181,8 +167,8 @@ def _summarize_group(name: str, runs: list[Run], metric: str, mode: str,
     hits = [] if threshold is None else [
         s for s, v in series if (v <= threshold if mode == "min" else v >= threshold)]
     reach += hits[:1]
-  speeds = [float(np.mean([v for _, v in s])) for s in (_series(r, STEPS_PER_SEC) for r in runs)
-            if s]
+  speeds = [float(np.mean([v for _, v in s]))
+            for s in (finite_series(r, STEPS_PER_SEC) for r in runs) if s]
   states = dict(collections.Counter(run.state for run in runs))
   return Row(name, len(runs), finals, bests, reach, states,
              float(np.mean(speeds)) if speeds else None)
@@ -222,74 +208,12 @@ def markdown_table(rows: list[Row], threshold: float | None = None) -> str:
   return "\n".join(lines)
 
 
-def _align(series: list[Series]) -> tuple[np.ndarray, np.ndarray]:
-  """Steps and a [runs, steps] matrix on the steps all runs logged (any, if none are common)."""
-  steps = sorted(set().union(*({s for s, _ in ser} for ser in series)))
-  index = {s: j for j, s in enumerate(steps)}
-  matrix = np.full((len(series), len(steps)), np.nan)
-  for i, ser in enumerate(series):
-    for s, v in ser:
-      matrix[i, index[s]] = v
-  keep = ~np.isnan(matrix).any(0)
-  if not keep.any():
-    keep = ~np.isnan(matrix).all(0)
-  return np.array(steps)[keep], matrix[:, keep]
-
-
-def plot(groups: dict[str, list[Run]], metric: str, mode: str, path: str,
-         ylim: tuple[float, float] | None = None) -> Any:
-  """Per group: mean curve over its runs, shaded min..max; stopped runs thin with an 'x'.
-
-  `ylim` fixes the y range (an exploded run can otherwise squash every other curve). Saves the
-  figure to `path` and returns it (a matplotlib Figure).
-  """
-  import matplotlib  # deferred: only the plot needs it
-  matplotlib.use("Agg")
-  from matplotlib.figure import Figure
-
-  fig = Figure(figsize=(11, 5.5), layout="constrained")
-  ax = fig.subplots()
-  shown: list[float] = []
-  palette = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
-  for i, (name, runs) in enumerate(groups.items()):
-    color, label = palette(i % palette.N), name
-    alive = [s for s in (_series(r, metric) for r in runs if r.state not in STOPPED) if s]
-    if alive:
-      steps, matrix = _align(alive)
-      ax.plot(steps, np.nanmean(matrix, 0), color=color, lw=2, label=label)
-      ax.fill_between(steps, np.nanmin(matrix, 0), np.nanmax(matrix, 0), color=color, alpha=0.2)
-      shown += list(matrix[~np.isnan(matrix)])
-      label = None
-    for run in runs:
-      series = _series(run, metric)
-      if run.state in STOPPED and series:
-        x, y = zip(*series)
-        ax.plot(x, y, color=color, lw=0.8, alpha=0.8, label=label)
-        ax.plot(x[-1], y[-1], "x", color=color, ms=9, mew=2)
-        shown += y
-        label = None
-  if any(r.state in STOPPED for runs in groups.values() for r in runs):
-    ax.plot([], [], "x", color="gray", label="diverged/failed (last point)")
-  values = np.array(shown)
-  if ylim is not None:
-    values = values[(values >= ylim[0]) & (values <= ylim[1])]
-  if values.size and values.min() > 0 and values.max() / values.min() > 10:
-    ax.set_yscale("log")
-  if ylim is not None:
-    ax.set_ylim(*ylim)
-  better = "lower" if mode == "min" else "higher"
-  ax.set(xlabel="step", ylabel=metric,
-         title=f"{metric}: mean over runs, shaded min..max ({better} is better)")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
-  fig.savefig(path, dpi=100)
-  return fig
-
-
 def report(directory: str, metric: str = "eval/loss", group_by: list[str] | None = None,
            threshold: float | None = None, mode: str = "auto", out: str | None = None,
            ylim: tuple[float, float] | None = None) -> str:
   """Compares the sweep in `directory`; writes compare.md and .png; returns the .md text."""
+  from rnn_research.experiments.compare_plot import plot  # (matplotlib; it imports this module)
+
   runs = load_runs(directory)
   mode = resolve_mode(metric, mode)
   tags = set().union(*(r.scalars for r in runs))
@@ -300,36 +224,9 @@ def report(directory: str, metric: str = "eval/loss", group_by: list[str] | None
   rows = summarize(groups, metric, mode, threshold)
   table = markdown_table(rows, threshold)
   out = out or directory
-  os.makedirs(out, exist_ok=True)
   date = datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
   text = f"{table}\n\nmetric: {metric}, mode: {mode}, date: {date}\n"
-  with open(os.path.join(out, "compare.md"), "w", encoding="utf-8") as f:
-    f.write(text)
+  atomic.write_text(os.path.join(out, "compare.md"), text)
   plot({r.group: groups[r.group] for r in rows}, metric, mode, os.path.join(out, "compare.png"),
        ylim)
   return text
-
-
-def main(argv: list[str]) -> None:
-  logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its reader logs every file
-  try:
-    if len(argv) != 2:
-      raise ValueError("give one sweep directory: python -m rnn_research.compare DIR")
-    ylim = None
-    if FLAGS.ylim is not None:
-      try:
-        ylim = tuple(float(v) for v in FLAGS.ylim)
-      except ValueError:
-        ylim = ()
-      if len(ylim) != 2 or not ylim[0] < ylim[1]:
-        raise ValueError(f"--ylim must be lo,hi with lo < hi, got {','.join(FLAGS.ylim)!r}")
-    text = report(argv[1], FLAGS.metric, FLAGS.group_by, FLAGS.threshold, FLAGS.mode,
-                  FLAGS.out, ylim)
-  except ValueError as err:
-    print(f"bad input: {err}", file=sys.stderr)
-    sys.exit(2)
-  print(text, end="")
-
-
-if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)

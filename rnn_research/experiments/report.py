@@ -1,13 +1,13 @@
 """The lecture's claims, measured: run (or reuse) the shipped sweeps and regenerate docs/REPORT.md.
 
-  python -m rnn_research.report --workdir=runs/report [--parallel=2] [--only=REGEX] [--no_run]
-
-For each entry of `SECTIONS` the sweep runs in `<workdir>/<key>/` as a `rnn_research.experiments.sweep_runner`
-process (resumably: a finished sweep is reused as it is), `compare` writes its table and
-figure to `docs/report/<key>/`, and every `{{table:<key>}}`, `{{figure:<key>}}` and
-`{{wall:<key>}}` in `docs/REPORT.template.md` is filled in, together with `{{command}}`, `{{commit}}`, `{{total_wall}}` and `{{date}}`, giving
-`docs/REPORT.md`. The prose around the tables (the claims and whether our numbers support them)
-lives in the template and is written by people; this module only refreshes the measurements.
+For each entry of `SECTIONS` the sweep runs in `<workdir>/<key>/` through
+`sweep_runner.run_sweep` (resumably: a finished sweep is reused as it is), `compare` writes its
+table and figure to `docs/report/<key>/`, and every `{{table:<key>}}`, `{{figure:<key>}}` and
+`{{wall:<key>}}` in `docs/REPORT.template.md` is filled in, together with `{{command}}`,
+`{{commit}}`, `{{total_wall}}` and `{{date}}`, giving `docs/REPORT.md`. The prose around the
+tables (the claims and whether our numbers support them) lives in the template and is written
+by people; this module only refreshes the measurements. The command line is
+`python -m rnn_research.report` (rnn_research/report.py).
 """
 from __future__ import annotations
 
@@ -20,18 +20,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from absl import app, flags
-
-from rnn_research.cli import parse_flags
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory of the sweeps: one subdirectory per section.")
-flags.DEFINE_integer("parallel", 2, "Members run at once (see rnn_research.experiments.sweep_runner).")
-flags.DEFINE_string("only", None, "Run only the sections whose key matches (the report shows "
-                    "every section on disk).")
-flags.DEFINE_bool("no_run", False, "Train nothing: rebuild the report from what is on disk.")
-flags.DEFINE_string("docs", "docs", "Where REPORT.template.md is and REPORT.md goes.")
-flags.mark_flags_as_required(["workdir"])
+from rnn_research.experiments.sweep_runner import OUTCOMES, run_sweep
+from rnn_research.training import atomic
 
 
 @dataclass(frozen=True)
@@ -93,43 +83,32 @@ def _commit() -> str:
   return (out.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty else "")
 
 
-_SUMMARY = re.compile(r"sweep .*: (\d+) completed, (\d+) diverged, (\d+) failed.*"
-                      r"\((\d+) skipped as done\)")
-
-
-def run_sweep_process(config: str, workdir: str, parallel: int) -> tuple[int, str]:
-  """Runs `python -m rnn_research.sweep` (its output passed through); (exit code, summary)."""
-  argv = [sys.executable, "-m", "rnn_research.sweep", f"--config={config}",
-          f"--workdir={workdir}", f"--parallel={parallel}"]
-  print("$ " + " ".join(argv), flush=True)
-  summary = ""
-  with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
-    for line in proc.stdout:
-      print(line, end="", flush=True)
-      summary = line if _SUMMARY.search(line) else summary
-  return proc.returncode, summary
-
-
 def run_sections(workdir: str, sections: list[Section], parallel: int) -> None:
-  """Runs each section's sweep (skipping what is done) and adds its wall time to TIMES."""
-  configs = {}
-  for s in sections:  # one sweep per directory (tables of the same sweep share it)
+  """Runs each section's sweep (skipping what is done) and adds its wall time to TIMES.
+
+  One sweep per directory (tables of the same sweep share it), each printing what it does. A
+  sweep with bad input (nothing ran) or a failed member (its time is recorded) raises
+  RuntimeError; the later ones do not run.
+  """
+  configs: dict[str, str] = {}
+  for s in sections:
     configs.setdefault(s.directory, s.config)
   for key, config in configs.items():
+    directory = os.path.join(workdir, key)
+    print(f"$ {sys.executable} -m rnn_research.sweep --config={config} --workdir={directory} "
+          f"--parallel={parallel}", flush=True)
     started = time.time()
-    code, summary = run_sweep_process(config, os.path.join(workdir, key), parallel)
-    found = _SUMMARY.search(summary)
-    if found:
-      completed, diverged, failed, skipped = (int(g) for g in found.groups())
-      if skipped < completed + diverged + failed:  # something trained: its time counts
-        times = _times(workdir)
-        times[key] = times.get(key, 0.0) + time.time() - started
-        with open(os.path.join(workdir, TIMES), "w") as f:
-          json.dump(times, f, indent=2)
-    if code != 0 or not found:
-      raise RuntimeError(f"{key}: the sweep exited with code {code} "
-                         f"({summary.strip() or 'no summary'}); see {workdir}/{key}/logs/ and "
-                         "rerun to retry")
+    try:
+      counts = run_sweep(config, directory, parallel=parallel)
+    except ValueError as err:  # SweepError included: nothing ran
+      raise RuntimeError(f"{key}: bad input: {err}") from err
+    if sum(counts[o] for o in OUTCOMES) > counts["skipped"]:  # something trained: it counts
+      times = _times(workdir)
+      times[key] = times.get(key, 0.0) + time.time() - started
+      atomic.write_json(os.path.join(workdir, TIMES), times)
+    if counts["failed"]:
+      raise RuntimeError(f"{key}: {counts['failed']} member(s) of the sweep failed; see "
+                         f"{directory}/logs/ and rerun to retry")
 
 
 def render(workdir: str, docs: str, sections: list[Section], command: str) -> str:
@@ -160,25 +139,25 @@ def render(workdir: str, docs: str, sections: list[Section], command: str) -> st
   return re.sub(r"\{\{([^}]+)\}\}", lambda m: fills[m.group(1)], text)
 
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def select(only: str | None) -> list[Section]:
+  """The SECTIONS whose key matches the regex `only` (every one if None); ValueError if none."""
   try:
-    sections = [s for s in SECTIONS if not FLAGS.only or re.search(FLAGS.only, s.key)]
+    sections = [s for s in SECTIONS if not only or re.search(only, s.key)]
   except re.error as err:
-    sections, FLAGS.only = [], f"{FLAGS.only} ({err})"
+    sections, only = [], f"{only} ({err})"
   if not sections:
-    print(f"bad input: --only={FLAGS.only!r} matches no section; sections: "
-          f"{', '.join(s.key for s in SECTIONS)}", file=sys.stderr)
-    sys.exit(2)
-  if not FLAGS.no_run:
-    run_sections(FLAGS.workdir, sections, FLAGS.parallel)
-  command = f"python -m rnn_research.report --workdir={FLAGS.workdir} --parallel={FLAGS.parallel}"
-  text = render(FLAGS.workdir, FLAGS.docs, list(SECTIONS), command)
-  with open(os.path.join(FLAGS.docs, "REPORT.md"), "w", encoding="utf-8") as f:
-    f.write(text)
-  print(f"wrote {os.path.join(FLAGS.docs, 'REPORT.md')}")
+    raise ValueError(f"--only={only!r} matches no section; sections: "
+                     f"{', '.join(s.key for s in SECTIONS)}")
+  return sections
 
 
-if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+def make_report(workdir: str, docs: str, parallel: int, sections: list[Section] | None = None,
+                run: bool = True) -> str:
+  """Runs `sections`' sweeps (unless not `run`), then writes `docs`/REPORT.md from every
+  section on disk; returns its path."""
+  if run:
+    run_sections(workdir, list(SECTIONS if sections is None else sections), parallel)
+  command = f"python -m rnn_research.report --workdir={workdir} --parallel={parallel}"
+  path = os.path.join(docs, "REPORT.md")
+  atomic.write_text(path, render(workdir, docs, list(SECTIONS), command))
+  return path

@@ -13,14 +13,12 @@ the sampling error of that set), with `mse_over_chance`.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
-import ml_collections
 import numpy as np
 
 from rnn_research.tasks import batching
-from rnn_research.core.config_section import check_range
-from rnn_research.tasks.base import TASKS, Batch, RegressionTask
+from rnn_research.tasks.base import TASKS, Batch, Key, RegressionTask
 
 
 @TASKS.register("adding")
@@ -28,18 +26,10 @@ class Adding(RegressionTask):
   """Add the two marked values of a long sequence of random numbers."""
 
   name = "adding"
+  held_out = 1024
+  config_keys = {"length": Key(150, "Sequence length T (Le et al. 2015 use 150 to 750).", low=2)}
 
-  @classmethod
-  def defaults(cls) -> ml_collections.ConfigDict:
-    c = cls._section(held_out=1024)
-    # Sequence length T (Le et al. 2015 use 150 to 750).
-    c.length = 150
-    return c
-
-  def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
-               seed: int):
-    super().__init__(cfg, batch_size, seed)
-    check_range(self.cfg, "length", 2)
+  def setup(self) -> None:
     self.in_features, self.out_features = 2, 1
     self._set_generated_eval()
 

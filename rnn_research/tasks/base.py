@@ -15,12 +15,16 @@ loss counts; 0 wherever mask is 0), and with `pack` > 1 `resets` bool [B, T] (wh
 episode starts, fed to the model). Eval batches all have B = batch_size (the last one padded
 with rows whose mask and weight are 0), so a jitted `predict` compiles once.
 
-A subclass implements `defaults()`, `sample(rng, n)` (n training examples) and `metrics`, and
-calls `_set_eval(data)` in `__init__`. Tasks are numpy/jax only: they never import the model.
+A subclass states its own config keys in `config_keys` (each a `Key`: default, meaning, valid
+range; `held_out` adds `eval_size`/`eval_seed` for a generated held-out set), and implements
+`setup()` (sizes and data from `self.cfg`, ending with `_set_eval(data)` or
+`_set_generated_eval()`), `sample(rng, n)` (n training examples) and `metrics`. Tasks are
+numpy/jax only: they never import the model.
 """
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
 
 import jax
@@ -45,6 +49,29 @@ def resolve_config(cfg: Mapping[str, Any] | ml_collections.ConfigDict,
   return config_section.resolve(given, defaults, "task")
 
 
+@dataclass(frozen=True)
+class Key:
+  """One key of a task's config section: its default (which fixes its type), what it means,
+  and its valid range low <= value <= high (low < value if low_open; None: unbounded)."""
+  default: bool | int | float | str
+  doc: str
+  low: float | None = None
+  high: float | None = None
+  low_open: bool = False
+
+
+def _common_keys(held_out: int | None) -> dict[str, Key]:
+  """The keys every task has, and with `held_out` those of a generated held-out set."""
+  keys = {"pack": Key(1, "Episodes per training row, end to end, with `resets` marking where "
+                         "each starts (config.model.resets decides whether the model honours "
+                         "them); eval stays one per row.", low=1)}
+  if held_out is not None:
+    keys["eval_size"] = Key(held_out, "Number of held-out sequences.", low=1)
+    keys["eval_seed"] = Key(0, "Seed of the held-out sequences (a stream apart from the "
+                               "training data's).", low=0)
+  return keys
+
+
 class Task:
   """Base of every task; see the module docstring for the contract.
 
@@ -59,34 +86,26 @@ class Task:
 
   name: ClassVar[str] = ""
   causal: ClassVar[bool] = True
+  held_out: ClassVar[int | None] = None  # default eval_size of a generated held-out set
+  config_keys: ClassVar[dict[str, Key]] = {}  # the task's own keys, beside name and pack
   in_features: int
   out_features: int
 
   @classmethod
-  def defaults(cls) -> ml_collections.ConfigDict:
-    """The task's config section, `name` included."""
-    raise NotImplementedError
+  def all_keys(cls) -> dict[str, Key]:
+    """Every key of the config section but `name`: the common ones, then the task's own."""
+    return {**_common_keys(cls.held_out), **cls.config_keys}
 
   @classmethod
-  def _section(cls, held_out: int | None = None) -> ml_collections.ConfigDict:
-    """A config section with `name` and, for generated data, the held-out set's keys."""
-    c = ml_collections.ConfigDict()
-    # Task name in the TASKS registry.
-    c.name = cls.name
-    # Episodes per training row, end to end, with `resets` marking where each starts
-    # (config.model.resets decides whether the model honours them); eval stays one per row.
-    c.pack = 1
-    if held_out is not None:
-      # Number of held-out sequences.
-      c.eval_size = held_out
-      # Seed of the held-out sequences (a stream apart from the training data's).
-      c.eval_seed = 0
+  def defaults(cls) -> ml_collections.ConfigDict:
+    """The task's config section, `name` (its name in TASKS) included."""
+    c = ml_collections.ConfigDict({"name": cls.name})
+    for key, spec in cls.all_keys().items():
+      c[key] = spec.default
     return c
 
   def _set_generated_eval(self) -> None:
-    """Check `eval_size`/`eval_seed` and draw the held-out set with `sample`."""
-    check_range(self.cfg, "eval_size", 1)
-    check_range(self.cfg, "eval_seed", 0)
+    """Draws the held-out set (`eval_size` sequences of seed `eval_seed`) with `sample`."""
     self._set_eval(self.sample(batching.eval_rng(self.cfg.eval_seed), self.cfg.eval_size))
 
   def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
@@ -96,11 +115,19 @@ class Task:
         raise ValueError(f"{key} must be an integer >= {1 if key == 'batch_size' else 0}, "
                          f"got {value!r}")
     self.cfg = resolve_config(cfg, self.defaults())
-    check_range(self.cfg, "pack", 1)
+    for key, spec in self.all_keys().items():
+      if spec.low is not None or spec.high is not None:
+        check_range(self.cfg, key, spec.low, spec.high, low_open=spec.low_open)
     self.batch_size = int(batch_size)
     self.seed = int(seed)
     self._eval: Batch = {}
     self._eval_batches: list[Batch] = []
+    self.setup()
+
+  def setup(self) -> None:
+    """Sets in_features, out_features, the task's data and its held-out set from self.cfg
+    (its keys are resolved and within their ranges)."""
+    raise NotImplementedError
 
   def sample(self, rng: np.random.Generator, n: int) -> Batch:
     """n training examples drawn with `rng` (full arrays, keys x, y, mask, weight)."""

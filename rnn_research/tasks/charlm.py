@@ -27,14 +27,13 @@ from __future__ import annotations
 import functools
 import math
 import re
-from typing import Any, Mapping
+from typing import Any
 
-import ml_collections
 import numpy as np
 
 from rnn_research.tasks import batching, losses, package_data
 from rnn_research.core.config_section import check_range
-from rnn_research.tasks.base import TASKS, Batch, ClassificationTask
+from rnn_research.tasks.base import TASKS, Batch, ClassificationTask, Key
 
 UNK = "~"
 
@@ -75,28 +74,18 @@ class CharLM(ClassificationTask):
   """Predict the next character of Shakespeare; held-out plays measure bits per character."""
 
   name = "charlm"
+  config_keys = {
+      "length": Key(128, "Length T of training crops (characters).", low=1),
+      "holdout_every": Key(8, "Hold out every k-th play of the sorted list (k = 8: 4 of the 38 "
+                              "plays).", low=2),
+      "min_char_count": Key(20, "Characters rarer than this in the training text map to the "
+                                "UNK symbol.", low=1),
+      "eval_windows": Key(64, "Number of held-out windows (caps eval time).", low=1),
+      "eval_length": Key(256, "Length of each held-out window (characters).", low=1),
+  }
 
-  @classmethod
-  def defaults(cls) -> ml_collections.ConfigDict:
-    c = cls._section()
-    # Length T of training crops (characters).
-    c.length = 128
-    # Hold out every k-th play of the sorted list (k = 8: 4 of the 38 plays).
-    c.holdout_every = 8
-    # Characters rarer than this in the training text map to the UNK symbol.
-    c.min_char_count = 20
-    # Number of held-out windows (caps eval time).
-    c.eval_windows = 64
-    # Length of each held-out window (characters).
-    c.eval_length = 256
-    return c
-
-  def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
-               seed: int):
-    super().__init__(cfg, batch_size, seed)
+  def setup(self) -> None:
     c = self.cfg
-    for key in ("length", "min_char_count", "eval_windows", "eval_length"):
-      check_range(c, key, 1)
     plays = dict(load_plays())
     check_range(c, "holdout_every", 2, len(plays))
     self.train_plays, self.eval_plays = split_plays(list(plays), c.holdout_every)

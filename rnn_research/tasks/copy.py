@@ -19,14 +19,12 @@ averages over every step including the blanks; scored on the outputs only it equ
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any
 
-import ml_collections
 import numpy as np
 
 from rnn_research.tasks import batching
-from rnn_research.core.config_section import check_range
-from rnn_research.tasks.base import TASKS, Batch, ClassificationTask
+from rnn_research.tasks.base import TASKS, Batch, ClassificationTask, Key
 
 
 @TASKS.register("copy")
@@ -34,25 +32,15 @@ class Copy(ClassificationTask):
   """Reproduce K symbols after a delay, when a go marker says so."""
 
   name = "copy"
+  held_out = 512
+  config_keys = {
+      "num_symbols": Key(8, "Alphabet size A of the symbols to copy.", low=2),
+      "copy_length": Key(5, "Number K of symbols to remember.", low=1),
+      "delay": Key(30, "Number D of blanks between the last symbol and the go marker.", low=0),
+  }
 
-  @classmethod
-  def defaults(cls) -> ml_collections.ConfigDict:
-    c = cls._section(held_out=512)
-    # Alphabet size A of the symbols to copy.
-    c.num_symbols = 8
-    # Number K of symbols to remember.
-    c.copy_length = 5
-    # Number D of blanks between the last symbol and the go marker.
-    c.delay = 30
-    return c
-
-  def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
-               seed: int):
-    super().__init__(cfg, batch_size, seed)
+  def setup(self) -> None:
     c = self.cfg
-    check_range(c, "num_symbols", 2)
-    check_range(c, "copy_length", 1)
-    check_range(c, "delay", 0)
     self.length = 2 * c.copy_length + c.delay + 1
     self.in_features, self.out_features = c.num_symbols + 2, c.num_symbols
     self._set_generated_eval()

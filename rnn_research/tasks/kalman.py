@@ -26,14 +26,12 @@ steady-state filter, which a linear RNN can represent, is about 1.01).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
-import ml_collections
 import numpy as np
 
 from rnn_research.tasks import batching
-from rnn_research.core.config_section import check_range
-from rnn_research.tasks.base import TASKS, Batch, RegressionTask
+from rnn_research.tasks.base import TASKS, Batch, Key, RegressionTask
 
 
 def rotation_dynamics(n: int, radius: float, rng: np.random.Generator) -> np.ndarray:
@@ -90,36 +88,21 @@ class Kalman(RegressionTask):
   """Estimate the hidden state of a linear-Gaussian system from its noisy observations."""
 
   name = "kalman"
+  held_out = 512
+  config_keys = {
+      "state_dim": Key(4, "Dimension n of the hidden state x_t (the targets).", low=1),
+      "obs_dim": Key(2, "Dimension m of the observations y_t (the inputs).", low=1),
+      "length": Key(100, "Sequence length T.", low=1),
+      "radius": Key(0.95, "|eigenvalue| of every block of A (< 1: stable).", low=0.0,
+                    high=0.999),
+      "q": Key(0.1, "Process noise variance: Q = q I.", low=0.0, low_open=True),
+      "r": Key(0.5, "Observation noise variance: R = r I.", low=0.0, low_open=True),
+      "system_seed": Key(0, "Seed of the fixed system (rotation angles of A, the matrix C).",
+                         low=0),
+  }
 
-  @classmethod
-  def defaults(cls) -> ml_collections.ConfigDict:
-    c = cls._section(held_out=512)
-    # Dimension n of the hidden state x_t (the targets).
-    c.state_dim = 4
-    # Dimension m of the observations y_t (the inputs).
-    c.obs_dim = 2
-    # Sequence length T.
-    c.length = 100
-    # |eigenvalue| of every block of A (< 1: stable).
-    c.radius = 0.95
-    # Process noise variance: Q = q I.
-    c.q = 0.1
-    # Observation noise variance: R = r I.
-    c.r = 0.5
-    # Seed of the fixed system (rotation angles of A, the matrix C).
-    c.system_seed = 0
-    return c
-
-  def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
-               seed: int):
-    super().__init__(cfg, batch_size, seed)
+  def setup(self) -> None:
     c = self.cfg
-    for key in ("state_dim", "obs_dim", "length"):
-      check_range(c, key, 1)
-    check_range(c, "radius", 0.0, 0.999)
-    check_range(c, "q", 0.0, low_open=True)
-    check_range(c, "r", 0.0, low_open=True)
-    check_range(c, "system_seed", 0)
     rng = batching.system_rng(c.system_seed)
     n, m = c.state_dim, c.obs_dim
     self.a = rotation_dynamics(n, c.radius, rng)

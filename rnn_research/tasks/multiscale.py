@@ -21,14 +21,12 @@ regime), `chance_xent` = log K, and the Bayes-optimal filter, `oracle_accuracy` 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any
 
-import ml_collections
 import numpy as np
 
 from rnn_research.tasks import batching, losses
-from rnn_research.core.config_section import check_range
-from rnn_research.tasks.base import TASKS, Batch, ClassificationTask
+from rnn_research.tasks.base import TASKS, Batch, ClassificationTask, Key
 
 
 def forward_posterior(obs: np.ndarray, means: np.ndarray, phi: float, sigma: float,
@@ -58,34 +56,21 @@ class Multiscale(ClassificationTask):
   """Name the current regime of a regime-switching AR(1) process at every step."""
 
   name = "multiscale"
+  held_out = 512
+  config_keys = {
+      "num_regimes": Key(3, "Number K of regimes (classes).", low=2),
+      "mean_duration": Key(20.0, "Mean regime duration in steps (switch probability "
+                                 "1 / mean_duration per step).", low=1.0, low_open=True),
+      "ar_coef": Key(0.5, "AR(1) coefficient phi of the fast process around the regime mean.",
+                     low=0.0, high=0.99),
+      "noise_std": Key(0.5, "Innovation standard deviation sigma of the fast process.", low=0.0,
+                       low_open=True),
+      "mean_spacing": Key(1.0, "Distance between neighbouring regime means.", low=0.0),
+      "length": Key(100, "Sequence length T.", low=1),
+  }
 
-  @classmethod
-  def defaults(cls) -> ml_collections.ConfigDict:
-    c = cls._section(held_out=512)
-    # Number K of regimes (classes).
-    c.num_regimes = 3
-    # Mean regime duration in steps (switch probability 1 / mean_duration per step).
-    c.mean_duration = 20.0
-    # AR(1) coefficient phi of the fast process around the regime mean.
-    c.ar_coef = 0.5
-    # Innovation standard deviation sigma of the fast process.
-    c.noise_std = 0.5
-    # Distance between neighbouring regime means.
-    c.mean_spacing = 1.0
-    # Sequence length T.
-    c.length = 100
-    return c
-
-  def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
-               seed: int):
-    super().__init__(cfg, batch_size, seed)
+  def setup(self) -> None:
     c = self.cfg
-    check_range(c, "num_regimes", 2)
-    check_range(c, "mean_duration", 1.0, low_open=True)
-    check_range(c, "ar_coef", 0.0, 0.99)
-    check_range(c, "noise_std", 0.0, low_open=True)
-    check_range(c, "mean_spacing", 0.0)
-    check_range(c, "length", 1)
     k = c.num_regimes
     self.means = c.mean_spacing * (np.arange(k) - (k - 1) / 2)
     self.in_features, self.out_features = 1, k

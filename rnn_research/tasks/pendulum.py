@@ -22,14 +22,12 @@ Metrics: `mse` (mean over valid positions and the 3 targets), `ekf_mse`, `mse_ov
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
-import ml_collections
 import numpy as np
 
 from rnn_research.tasks import batching
-from rnn_research.core.config_section import check_range
-from rnn_research.tasks.base import TASKS, Batch, RegressionTask
+from rnn_research.tasks.base import TASKS, Batch, Key, RegressionTask
 
 
 def ekf(obs: np.ndarray, dt: float, w0: float, damping: float, noise: float, obs_noise: float,
@@ -73,36 +71,23 @@ class Pendulum(RegressionTask):
   """Track a noisy damped pendulum's (sin theta, cos theta, omega) from noisy circle points."""
 
   name = "pendulum"
+  held_out = 512
+  config_keys = {
+      "length": Key(100, "Sequence length T.", low=2),
+      "dt": Key(0.1, "Time step dt of the simulation and of the observations.", low=0.0,
+                high=1.0, low_open=True),
+      "natural_frequency": Key(2.0, "Natural frequency w0 (rad / time unit): period 2 pi / w0 "
+                                    "for small swings.", low=0.0, low_open=True),
+      "damping": Key(0.1, "Damping g of the angular velocity.", low=0.0),
+      "process_noise": Key(1.0, "Process noise s: omega receives s sqrt(dt) N(0, 1) each step.",
+                           low=0.0),
+      "obs_noise": Key(0.3, "Standard deviation of the noise on each observed coordinate "
+                            "(sin, cos).", low=0.0, low_open=True),
+      "omega_init_std": Key(1.0, "Standard deviation of the initial angular velocity.", low=0.0,
+                            low_open=True),
+  }
 
-  @classmethod
-  def defaults(cls) -> ml_collections.ConfigDict:
-    c = cls._section(held_out=512)
-    # Sequence length T.
-    c.length = 100
-    # Time step dt of the simulation and of the observations.
-    c.dt = 0.1
-    # Natural frequency w0 (rad / time unit): period 2 pi / w0 for small swings.
-    c.natural_frequency = 2.0
-    # Damping g of the angular velocity.
-    c.damping = 0.1
-    # Process noise s: omega receives s sqrt(dt) N(0, 1) each step.
-    c.process_noise = 1.0
-    # Standard deviation of the noise on each observed coordinate (sin, cos).
-    c.obs_noise = 0.3
-    # Standard deviation of the initial angular velocity.
-    c.omega_init_std = 1.0
-    return c
-
-  def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
-               seed: int):
-    super().__init__(cfg, batch_size, seed)
-    c = self.cfg
-    check_range(c, "length", 2)
-    check_range(c, "dt", 0.0, 1.0, low_open=True)
-    for key in ("natural_frequency", "obs_noise", "omega_init_std"):
-      check_range(c, key, 0.0, low_open=True)
-    check_range(c, "damping", 0.0)
-    check_range(c, "process_noise", 0.0)
+  def setup(self) -> None:
     self.in_features, self.out_features = 2, 3
     self._set_generated_eval()
     self._ekf = self.filter(self._eval["x"])

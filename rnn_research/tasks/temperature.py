@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import csv
 import functools
-from typing import Any, Mapping
+from typing import Any
 
-import ml_collections
 import numpy as np
 
 from rnn_research.tasks import batching, package_data
-from rnn_research.core.config_section import check_range
-from rnn_research.tasks.base import TASKS, Batch, RegressionTask
+from rnn_research.tasks.base import TASKS, Batch, Key, RegressionTask
 
 
 @functools.lru_cache(maxsize=1)
@@ -43,22 +41,14 @@ class Temperature(RegressionTask):
   """Predict next hour's (standardised) Seattle temperature from the hours so far."""
 
   name = "temperature"
+  config_keys = {
+      "length": Key(128, "Length T of training and held-out crops (hours).", low=1),
+      "train_fraction": Key(0.8, "Fraction of the series (from its start) used for training; "
+                                 "the rest is held out.", low=0.0, high=1.0, low_open=True),
+  }
 
-  @classmethod
-  def defaults(cls) -> ml_collections.ConfigDict:
-    c = cls._section()
-    # Length T of training and held-out crops (hours).
-    c.length = 128
-    # Fraction of the series (from its start) used for training; the rest is held out.
-    c.train_fraction = 0.8
-    return c
-
-  def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
-               seed: int):
-    super().__init__(cfg, batch_size, seed)
+  def setup(self) -> None:
     c = self.cfg
-    check_range(c, "length", 1)
-    check_range(c, "train_fraction", 0.0, 1.0, low_open=True)
     series = load_series()
     n_train = int(len(series) * c.train_fraction)
     if n_train < c.length + 1 or len(series) - n_train < c.length + 1:

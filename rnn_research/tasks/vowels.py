@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import functools
 import pathlib
-from typing import Any, Mapping
+from typing import Any
 
-import ml_collections
 import numpy as np
 
 from rnn_research.tasks import batching, package_data
-from rnn_research.tasks.base import TASKS, Batch, ClassificationTask
+from rnn_research.tasks.base import TASKS, Batch, ClassificationTask, Key
 
 _DIR = "datasets/data/JapaneseVowels"
 
@@ -86,17 +85,10 @@ class Vowels(ClassificationTask):
   """Name the speaker of a variable-length utterance, at its last frame."""
 
   name = "vowels"
+  config_keys = {"standardize": Key(True, "Standardise each channel with the training split's "
+                                          "mean and std over valid frames.")}
 
-  @classmethod
-  def defaults(cls) -> ml_collections.ConfigDict:
-    c = cls._section()
-    # Standardise each channel with the training split's mean and std over valid frames.
-    c.standardize = True
-    return c
-
-  def __init__(self, cfg: Mapping[str, Any] | ml_collections.ConfigDict, batch_size: int,
-               seed: int):
-    super().__init__(cfg, batch_size, seed)
+  def setup(self) -> None:
     splits = load_splits()
     length = max(len(s) for series, _ in splits.values() for s in series)
     self.num_classes = int(max(ids.max() for _, ids in splits.values())) + 1

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 from flax import nnx
 
 
@@ -53,6 +54,18 @@ def gradient_flow_ok(graphdef: Any, state: dict[str, Any]) -> bool:
   model = nnx.merge(graphdef, state["params"], state["rest"])
   model.eval()
   return model.per_step_ok()
+
+
+def gradient_flow_probe(graphdef: Any, state: dict[str, Any],
+                        loss_fn: Callable[[jax.Array, dict], jax.Array]
+                        ) -> Callable[[Any, Any, dict[str, jax.Array]], jax.Array] | None:
+  """The jitted `gradient_flow` (params, rest, batch) -> [L, T] of this model, or None (with a
+  warning) where its step-by-step probes cannot run."""
+  if not gradient_flow_ok(graphdef, state):
+    logging.warning("gradient flow (grad_flow/*) is not measured: its probes run the model "
+                    "step by step, which whole-sequence norm statistics do not allow")
+    return None
+  return jax.jit(lambda p, r, b: gradient_flow(graphdef, p, r, b, loss_fn))
 
 
 def layer_grad_norms(grads: dict[str, Any]) -> dict[str, jax.Array]:

@@ -186,8 +186,9 @@ class MetricWriter:
 def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
   """Every scalar series of the run in `logdir` (its event files, not subdirectories).
 
-  Returns {tag: [(step, value), ...]} sorted by step ({} if there are none). A step logged twice (a restart
-  re-running steps after its checkpoint) keeps the value from the newest event file.
+  Returns {tag: [(step, value), ...]} sorted by step ({} if there are none). A step logged
+  twice (a restart re-running steps after its checkpoint) keeps the value from the newest event
+  file.
   Reads any writer's scalars (this one, tf.summary, tensorboardX) through
   `plugin_event_accumulator`, where they appear as scalar-plugin tensors.
   """

@@ -1,9 +1,9 @@
 """A run's status file: `workdir/status.json`, merged and replaced atomically.
 
 The trainer records where a run stands (`state`, step, last metrics, error text) and the
-sweep and `compare` read it without importing jax. Every write goes to a temporary file in
-the same directory followed by `os.replace`, so a reader sees either the old or the new
-file, never a half-written one, even if the writer is killed mid-write.
+sweep and `compare` read it without importing jax. Every write is atomic (`atomic.write_json`),
+so a reader sees either the old or the new file, never a half-written one, even if the writer
+is killed mid-write.
 
   write_status(workdir, state="running", step=0)
   write_status(workdir, step=100, train_loss=0.31)   # merged into the fields above
@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
+
+from rnn_research.training import atomic
 
 STATUS_FILE = "status.json"
 # Every value `state` may take; anything else raises ValueError.
@@ -47,23 +48,10 @@ def write_status(workdir: str, **fields: Any) -> dict[str, Any]:
   """Merges `fields` into `workdir/status.json` atomically; returns the merged dict.
 
   Values must be JSON-serialisable (numpy/jax scalars: convert with float()/int()
-  first). `state`, when given, must be one of STATES. The file is written to a
-  temporary name in `workdir`, fsynced, then renamed over the old one.
+  first). `state`, when given, must be one of STATES.
   """
   if "state" in fields:
     validate_state(fields["state"])
   merged = {**read_status(workdir), **fields}
-  text = json.dumps(merged, indent=2, sort_keys=True, allow_nan=True) + "\n"
-  os.makedirs(workdir, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=workdir)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, status_path(workdir))
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  atomic.write_json(status_path(workdir), merged, sort_keys=True)
   return merged

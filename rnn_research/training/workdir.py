@@ -12,6 +12,8 @@ import shutil
 import time
 from typing import Any
 
+from rnn_research.training import atomic
+
 CONFIG_FILE = "config.json"
 _MAY_CHANGE = (("train", "steps"),)
 
@@ -66,7 +68,4 @@ def prepare(workdir: str, config: dict[str, Any], overwrite: bool = False) -> No
       for name in os.listdir(workdir):
         if not name.startswith("replaced-"):
           shutil.move(os.path.join(workdir, name), backup)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(config, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  atomic.write_json(path, config, sort_keys=True)

@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_research.core.cells.base import CELLS, Carry, Cell
+from rnn_research.core.carry import Carry
+from rnn_research.core.cells.base import CELLS, Cell
 
 
 @CELLS.register("gru")
@@ -20,10 +21,10 @@ class GRUCell(Cell):
     h_t = (1 - u) ⊙ n + u ⊙ h_{t-1}
   """
 
-  def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs, carry_norm: bool = False):
-    super().__init__(in_features, cfg, rngs, num_gates=3, carry_norm=carry_norm)
-    self.b_hn = nnx.Param(jnp.zeros((cfg.hidden_size,), jnp.float32))
-    self.tanh = cfg.activation == "tanh"  # the analytic backward knows tanh' = 1 - n^2
+  def __init__(self, in_features: int, hidden_size: int, *, rngs: nnx.Rngs, **common: Any):
+    """`common`: the arguments every cell takes (`Cell`)."""
+    super().__init__(in_features, hidden_size, rngs=rngs, num_gates=3, **common)
+    self.b_hn = nnx.Param(jnp.zeros((hidden_size,), jnp.float32))
 
   def extra_params(self) -> dict[str, jax.Array]:
     return {"b_hn": self.b_hn[...]}
@@ -33,29 +34,27 @@ class GRUCell(Cell):
     return slice(2 * self.hidden_size, 3 * self.hidden_size)
 
   def pointwise(self, pw, z, zh_n, carry: Carry):
-    (h_prev,) = carry
-    size = self.hidden_size
+    h_prev, size = carry.h, self.hidden_size
     r = jax.nn.sigmoid(z[..., :size])
     u = jax.nn.sigmoid(z[..., size:2 * size])
     n = self.activation(z[..., 2 * size:] - zh_n + r * (zh_n + pw["b_hn"]))
     h = (1.0 - u) * n + u * h_prev
-    return (h,), h
+    return Carry(h), h
 
   def analytic_backward(self) -> bool:
     """Whether `pointwise_saving`/`pointwise_backward` may stand in for autodiff of the step
-    (`rnn_research.core.vjp`): the plain cell with tanh, no in-step axis around it."""
-    return self.tanh and self.skip == "none" and self.carry_norm_eps is None
+    (`core/vjp.py`): the plain cell with tanh, no in-step axis around it."""
+    return self.plain()
 
   def pointwise_saving(self, pw, z, zh_n, carry: Carry):
     """`pointwise`, also returning what its backward reads: (r, u, n, h W_hn + b_hn)."""
-    (h_prev,) = carry
-    size = self.hidden_size
+    h_prev, size = carry.h, self.hidden_size
     r = jax.nn.sigmoid(z[..., :size])
     u = jax.nn.sigmoid(z[..., size:2 * size])
     e = zh_n + pw["b_hn"]
     n = jnp.tanh(z[..., 2 * size:] - zh_n + r * e)
     h = (1.0 - u) * n + u * h_prev
-    return (h,), h, (r, u, n, e)
+    return Carry(h), h, (r, u, n, e)
 
   def pointwise_backward(self, saved, carry: Carry, dcarry: Carry):
     """dL/dh_t (dcarry = (dh,)) -> (d pw, d(x W_x + b) [B, 3H], d(h W_h) [B, 3H],
@@ -67,9 +66,9 @@ class GRUCell(Cell):
       dr* = dn* e r (1 - r),  du* = dh (h_{t-1} - n) u (1 - u),  dh_{t-1} = dh u
     """
     r, u, n, e = saved
-    (h_prev,), (dh,) = carry, dcarry
+    h_prev, dh = carry.h, dcarry.h
     dn = dh * (1.0 - u) * (1.0 - n * n)
     gates = [dn * e * r * (1.0 - r), dh * (h_prev - n) * u * (1.0 - u)]
     dnr = dn * r
     return ({"b_hn": dnr.sum(axis=0)}, jnp.concatenate(gates + [dn], axis=-1),
-            jnp.concatenate(gates + [dnr], axis=-1), (dh * u,))
+            jnp.concatenate(gates + [dnr], axis=-1), Carry(dh * u))

@@ -11,7 +11,7 @@ with z = x_t W_x + b + h_{t-1} W_h; c* = stop_gradient(c) (the lecture's footnot
 terms are present only when `lecture_peephole` is on. The Greff et al. 2017 variants
 (`peephole`, `nig`, `nfg`, `nog`, `niaf`, `noaf`, `np`, `cifg`, `fgr`) are flag sets in
 `lstm_variants.py`; peepholes add p_i ⊙ c_{t-1} to z_i, p_f ⊙ c_{t-1} to z_f, p_o ⊙ c_t to z_o.
-Carry: (h, c), plus [i, f, o]_{t-1} for `fgr`.
+Carry: h, c, and `gates` = [i, f, o]_{t-1} for `fgr`.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_research.core.cells.base import CELLS, Carry, Cell
+from rnn_research.core.carry import Carry
+from rnn_research.core.cells.base import CELLS, Cell
 from rnn_research.core.cells.lstm_variants import LSTM_VARIANTS, LSTMVariant
 from rnn_research.core.initializers import input_init
 
@@ -30,28 +31,29 @@ _PEEPHOLE_STD = 0.1
 
 @CELLS.register("lstm")
 class LSTMCell(Cell):
-  """LSTM with `cfg.lstm_variant`; see the module docstring for the equations."""
+  """LSTM of one variant; see the module docstring for the equations."""
 
-  def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs, carry_norm: bool = False):
-    self.variant = LSTM_VARIANTS.get(cfg.lstm_variant)
-    if cfg.lecture_peephole and not self.variant.lecture:
-      raise ValueError("lecture_peephole=True needs lstm_variant='lecture', got "
-                       f"{cfg.lstm_variant!r}")
-    self.lecture_peephole = bool(cfg.lecture_peephole)
-    self.tanh = cfg.activation == "tanh"  # the analytic backward knows tanh' = 1 - tanh^2
+  spec_args = {"variant": "lstm_variant", "lecture_peephole": "lecture_peephole",
+               "forget_bias": "forget_bias"}
+
+  def __init__(self, in_features: int, hidden_size: int, *, rngs: nnx.Rngs,
+               variant: str = "standard", lecture_peephole: bool = False,
+               forget_bias: float = 1.0, **common: Any):
+    """variant: an `LSTM_VARIANTS` name; `common`: the arguments every cell takes (`Cell`)."""
+    self.variant = LSTM_VARIANTS.get(variant)
+    self.lecture_peephole = bool(lecture_peephole)
     gates = self.variant.gates
-    super().__init__(in_features, cfg, rngs, num_gates=len(gates), carry_norm=carry_norm)
-    size = cfg.hidden_size
+    super().__init__(in_features, hidden_size, rngs=rngs, num_gates=len(gates), **common)
     if "f" in gates:
       f = gates.index("f")
-      self.b[...] = self.b[...].at[f * size:(f + 1) * size].set(cfg.forget_bias)
+      self.b[...] = self.b[...].at[f * hidden_size:(f + 1) * hidden_size].set(forget_bias)
     if self.variant.peephole:
       self.peep = nnx.Param(_PEEPHOLE_STD * jax.random.normal(
-          rngs.params(), (len(self._gated), size)))
+          rngs.params(), (len(self._gated), hidden_size)))
     if self.variant.full_gate_recurrence:
-      self.w_gates = nnx.Param(input_init(rngs.params(), (3 * size, 3 * size)))
+      self.w_gates = nnx.Param(input_init(rngs.params(), (3 * hidden_size, 3 * hidden_size)))
     if self.lecture_peephole:
-      self.w_c = nnx.Param(input_init(rngs.params(), (size, len(gates) * size)))
+      self.w_c = nnx.Param(input_init(rngs.params(), (hidden_size, len(gates) * hidden_size)))
 
   @property
   def _gated(self) -> tuple[str, ...]:
@@ -68,18 +70,19 @@ class LSTMCell(Cell):
       pw["w_c"] = self.w_c[...]
     return pw
 
-  def carry_widths(self) -> tuple[int, ...]:
+  def carry_fields(self) -> dict[str, int]:
     size = self.hidden_size
-    return (size, size, 3 * size) if self.variant.full_gate_recurrence else (size, size)
+    fields = {"h": size, "c": size}
+    return {**fields, "gates": 3 * size} if self.variant.full_gate_recurrence else fields
 
   def pointwise(self, pw, z, zh, carry: Carry):
     v, size = self.variant, self.hidden_size
-    c_prev = carry[1]
+    c_prev = carry.c
     if self.lecture_peephole:
       z = z + jax.lax.stop_gradient(c_prev) @ pw["w_c"]
     pre = {g: z[..., k * size:(k + 1) * size] for k, g in enumerate(v.gates)}
     if v.full_gate_recurrence:
-      fed_back = carry[2] @ pw["w_gates"]
+      fed_back = carry.gates @ pw["w_gates"]
       for k, g in enumerate(("i", "f", "o")):
         pre[g] = pre[g] + fed_back[..., k * size:(k + 1) * size]
     peep = dict(zip(self._gated, pw["peep"])) if v.peephole else {}
@@ -98,25 +101,24 @@ class LSTMCell(Cell):
       gate["o"] = jax.nn.sigmoid(pre["o"] + peep["o"] * c if "o" in peep else pre["o"])
     h = gate.get("o", 1.0) * (self.activation(c) if v.output_act else c)
     if v.full_gate_recurrence:
-      return (h, c, jnp.concatenate([gate["i"], gate["f"], gate["o"]], axis=-1)), h
-    return (h, c), h
+      return Carry(h, c, jnp.concatenate([gate["i"], gate["f"], gate["o"]], axis=-1)), h
+    return Carry(h, c), h
 
   def analytic_backward(self) -> bool:
     """Whether `pointwise_saving`/`pointwise_backward` may stand in for autodiff of the step
-    (`rnn_research.core.vjp`): the standard cell with tanh, no in-step axis around it."""
-    return (self.variant == LSTMVariant() and self.tanh and self.skip == "none"
-            and self.carry_norm_eps is None)
+    (`core/vjp.py`): the standard cell with tanh, no in-step axis around it."""
+    return self.variant == LSTMVariant() and self.plain()
 
   def pointwise_saving(self, pw, z, zh, carry: Carry):
     """`pointwise` of the standard tanh LSTM, also returning what its backward reads:
     (i, f, g, o, tanh c_t)."""
-    c_prev, size = carry[1], self.hidden_size
+    c_prev, size = carry.c, self.hidden_size
     i, f, o = (jax.nn.sigmoid(z[..., k * size:(k + 1) * size]) for k in (0, 1, 3))
     g = jnp.tanh(z[..., 2 * size:3 * size])
     c = f * c_prev + i * g
     tc = jnp.tanh(c)
     h = o * tc
-    return (h, c), h, (i, f, g, o, tc)
+    return Carry(h, c), h, (i, f, g, o, tc)
 
   def pointwise_backward(self, saved, carry: Carry, dcarry: Carry):
     """dL/d(h_t, c_t) -> (d pw, d(x W_x + b) [B, 4H], None (d(h W_h) is the same), d carry_{t-1}
@@ -126,8 +128,8 @@ class LSTMCell(Cell):
       dz = [dc g i (1 - i),  dc c_{t-1} f (1 - f),  dc i (1 - g^2),  dh_t tanh(c_t) o (1 - o)]
     """
     i, f, g, o, tc = saved
-    c_prev, (dh, dc) = carry[1], dcarry
+    c_prev, dh, dc = carry.c, dcarry.h, dcarry.c
     dc = dc + dh * o * (1.0 - tc * tc)
     dz = jnp.concatenate([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
                           dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)], axis=-1)
-    return {}, dz, None, (jnp.zeros_like(dh), dc * f)
+    return {}, dz, None, Carry(jnp.zeros_like(dh), dc * f)

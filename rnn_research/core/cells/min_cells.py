@@ -8,18 +8,16 @@ so a layer runs over time as an associative scan (`rnn_research.core.parallel_sc
 O(log T)) instead of a sequential loop. `pointwise` is the same step for streaming and
 time-major execution (`step.cell_step`); both paths share `coefficients`, so they agree.
 
-The cells have no recurrent matrix (`Cell(recurrent=False)`: no W_h, `weights()` has no
+The cells have no recurrent matrix (`recurrent = False`: no W_h, `weights()` has no
 "w_h"). The candidate h̃ is linear, as in the paper's parallel form: `activation` is not read
 (nor `recurrent_init`, `recurrent_scale`, `forget_bias`, `lstm_variant`); biases start at 0.
 The plain (not log-space) form is used.
 
 Axes that put h_{t-1} through a nonlinearity or a matrix inside the step would make the
-recurrence nonlinear (no associative scan) and are refused at build: `horizontal_skip`
-(the skip term enters h_t / z_t), `norm='mini_vertical'` (LN of the carry between steps),
-`norm='vertical'` (LN across layers of the carries at every step) and `transition='mlp'`;
-`recurrent_dropout` (it masks the input of W_h, which these cells lack) is refused too.
-Between-layer norms (`layer`, `mini_layer`, `batch`) and vertical skips act on a layer's output
-on its way up, outside the recurrence, and compose.
+recurrence nonlinear (no associative scan): `ModelSpec` refuses them with the reason
+(horizontal skips, `mini_vertical` and `vertical` norms, the mlp transition, recurrent dropout,
+`batch_per_step`). Between-layer norms (`layer`, `mini_layer`, `batch`) and vertical skips act
+on a layer's output on its way up, outside the recurrence, and compose.
 """
 from __future__ import annotations
 
@@ -29,43 +27,18 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_research.core.cells.base import CELLS, Carry, Cell
+from rnn_research.core.carry import Carry
+from rnn_research.core.cells.base import CELLS, Cell
 
 
 class MinCell(Cell):
   """Base of the parallel-scan cells: `coefficients(z) -> (a, b)`, h_t = a ⊙ h_{t-1} + b.
 
-  Carry: (h,), h [B, H]; the output y_t = h_t.
+  Carry: h [B, H]; the output y_t = h_t. `activation`, `recurrent_init` and
+  `recurrent_scale` are accepted (every cell takes them) and not read.
   """
 
   recurrent = False
-
-  def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs, *, num_gates: int,
-               carry_norm: bool = False):
-    name = type(self).cell_name
-    refusals = {
-        "horizontal_skip": (cfg.horizontal_skip != "none",
-                            "a horizontal skip feeds h_{t-k} into the step (residual: added "
-                            "after the cell; learned: through W_s into the gates), so h_t is "
-                            "no longer a_t ⊙ h_{t-1} + b_t; use horizontal_skip='none'"),
-        "norm": (carry_norm or cfg.norm in ("mini_vertical", "vertical"),
-                 f"norm={cfg.norm!r} normalises the carry h_{{t-1}} before the next step, a "
-                 "nonlinearity inside the recurrence; use a norm on the layer's output "
-                 "(norm='layer', 'mini_layer' or 'batch') or norm='none'"),
-        "transition": (cfg.transition != "linear",
-                       f"transition={cfg.transition!r} is defined for cell='rnn' only; use "
-                       "transition='linear'"),
-        "recurrent_dropout": (cfg.get("recurrent_dropout", 0.0) > 0,
-                              "recurrent dropout masks the h_{t-1} that enters W_h, and there "
-                              "is no W_h (it would silently do nothing); use dropout (between "
-                              "layers) or recurrent_dropout=0"),
-    }
-    for key, (bad, why) in refusals.items():
-      if bad:
-        raise ValueError(f"cell={name!r} is a linear recurrence run by an associative scan "
-                         f"(gates read x_t only, no W_h); {key}={cfg[key]!r} cannot combine "
-                         f"with it: {why}")
-    super().__init__(in_features, cfg, rngs, num_gates=num_gates, recurrent=False)
 
   def coefficients(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
     """z = x_t W_x + b [..., G*H] -> (a_t, b_t), each [..., H]."""
@@ -73,10 +46,9 @@ class MinCell(Cell):
 
   def pointwise(self, pw, z, zh, carry: Carry):
     """The sequential step: h_t = a_t ⊙ h_{t-1} + b_t (zh is None: there is no W_h)."""
-    (h_prev,) = carry
     a, b = self.coefficients(z)
-    h = a * h_prev + b
-    return (h,), h
+    h = a * carry.h + b
+    return Carry(h), h
 
 
 @CELLS.register("min_gru")
@@ -88,10 +60,8 @@ class MinGRUCell(MinCell):
     h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t        a_t = 1 - z_t, b_t = z_t ⊙ h̃_t
   """
 
-  cell_name = "min_gru"
-
-  def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs, carry_norm: bool = False):
-    super().__init__(in_features, cfg, rngs, num_gates=2, carry_norm=carry_norm)
+  def __init__(self, in_features: int, hidden_size: int, *, rngs: nnx.Rngs, **common: Any):
+    super().__init__(in_features, hidden_size, rngs=rngs, num_gates=2, **common)
 
   def coefficients(self, z):
     size = self.hidden_size
@@ -115,10 +85,8 @@ class MinLSTMCell(MinCell):
   log i) with log_sigmoid, with the same values.
   """
 
-  cell_name = "min_lstm"
-
-  def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs, carry_norm: bool = False):
-    super().__init__(in_features, cfg, rngs, num_gates=3, carry_norm=carry_norm)
+  def __init__(self, in_features: int, hidden_size: int, *, rngs: nnx.Rngs, **common: Any):
+    super().__init__(in_features, hidden_size, rngs=rngs, num_gates=3, **common)
 
   def coefficients(self, z):
     size = self.hidden_size

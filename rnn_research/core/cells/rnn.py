@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_research.core.cells.base import CELLS, Carry, Cell
+from rnn_research.core.carry import Carry
+from rnn_research.core.cells.base import CELLS, Cell
+from rnn_research.core.choices import Transition
 from rnn_research.core.initializers import input_init
-
-TRANSITIONS = ("linear", "mlp")
 
 
 @CELLS.register("rnn")
@@ -22,17 +22,17 @@ class RNNCell(Cell):
     h_t = σ(a_t W_2 + b_2)               [B, H]
   """
 
-  def __init__(self, in_features: int, cfg: Any, rngs: nnx.Rngs, carry_norm: bool = False):
-    if cfg.transition not in TRANSITIONS:
-      raise ValueError(f"unknown transition {cfg.transition!r}; valid choices: "
-                       f"{', '.join(TRANSITIONS)}")
-    self.mlp = cfg.transition == "mlp"
-    self.tanh = cfg.activation == "tanh"  # the analytic backward knows tanh' = 1 - h^2
-    super().__init__(in_features, cfg, rngs, num_gates=1,
-                     gate_width=cfg.mlp_hidden if self.mlp else None, carry_norm=carry_norm)
+  spec_args = {"transition": "transition", "mlp_hidden": "mlp_hidden"}
+
+  def __init__(self, in_features: int, hidden_size: int, *, rngs: nnx.Rngs,
+               transition: Transition = "linear", mlp_hidden: int = 64, **common: Any):
+    """`common`: the arguments every cell takes (`Cell`)."""
+    self.mlp = transition == "mlp"
+    super().__init__(in_features, hidden_size, rngs=rngs, num_gates=1,
+                     gate_width=mlp_hidden if self.mlp else None, **common)
     if self.mlp:
-      self.w_2 = nnx.Param(input_init(rngs.params(), (cfg.mlp_hidden, cfg.hidden_size)))
-      self.b_2 = nnx.Param(jnp.zeros((cfg.hidden_size,)))
+      self.w_2 = nnx.Param(input_init(rngs.params(), (mlp_hidden, hidden_size)))
+      self.b_2 = nnx.Param(jnp.zeros((hidden_size,)))
 
   def extra_params(self) -> dict[str, jax.Array]:
     return {"w_2": self.w_2[...], "b_2": self.b_2[...]} if self.mlp else {}
@@ -41,19 +41,19 @@ class RNNCell(Cell):
     h = self.activation(z)
     if self.mlp:
       h = self.activation(h @ pw["w_2"] + pw["b_2"])
-    return (h,), h
+    return Carry(h), h
 
   def analytic_backward(self) -> bool:
     """Whether `pointwise_saving`/`pointwise_backward` may stand in for autodiff of the step
-    (`rnn_research.core.vjp`): the linear tanh cell, no in-step axis around it."""
-    return not self.mlp and self.tanh and self.skip == "none" and self.carry_norm_eps is None
+    (`core/vjp.py`): the linear tanh cell, no in-step axis around it."""
+    return not self.mlp and self.plain()
 
   def pointwise_saving(self, pw, z, zh, carry: Carry):
-    """`pointwise` of the linear tanh cell, also returning what its backward reads: (h_t,)."""
+    """`pointwise` of the linear tanh cell, also returning what its backward reads: h_t."""
     h = jnp.tanh(z)
-    return (h,), h, (h,)
+    return Carry(h), h, h
 
   def pointwise_backward(self, saved, carry: Carry, dcarry: Carry):
     """dL/dh_t -> (d pw, dz = dh_t (1 - h_t^2), None (d(h W_h) is the same), 0 but W_h's path)."""
-    (h,), (dh,) = saved, dcarry
-    return {}, dh * (1.0 - h * h), None, (jnp.zeros_like(dh),)
+    h, dh = saved, dcarry.h
+    return {}, dh * (1.0 - h * h), None, Carry(jnp.zeros_like(dh))

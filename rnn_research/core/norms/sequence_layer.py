@@ -14,16 +14,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-EVAL_NORM_STATS = ("running", "sequence")
+from rnn_research.core.choices import EvalNormStats
 
 
 class SequenceLayerNorm(nnx.Module):
   """Masked per-sequence layer norm with running statistics (scalars)."""
 
-  def __init__(self, width: int, eps: float, momentum: float, eval_stats: str):
-    if eval_stats not in EVAL_NORM_STATS:
-      raise ValueError(f"unknown eval_norm_stats {eval_stats!r}; valid choices: "
-                       f"{', '.join(EVAL_NORM_STATS)}")
+  def __init__(self, width: int, eps: float, momentum: float, eval_stats: EvalNormStats):
     self.eps, self.momentum, self.eval_stats = eps, momentum, eval_stats
     self.use_running_average = False
     self.gain = nnx.Param(jnp.ones((width,)))

@@ -18,9 +18,6 @@ class VerticalNorm(nnx.Module):
   """Normalises a [L, B, H] stack of hidden vectors over L, per feature."""
 
   def __init__(self, num_layers: int, width: int, eps: float):
-    if num_layers < 2:
-      raise ValueError("norm='vertical' normalises across layers and needs num_layers >= 2, got "
-                       f"{num_layers}")
     self.eps = eps
     self.gain = nnx.Param(jnp.ones((num_layers, width)))
     self.bias = nnx.Param(jnp.zeros((num_layers, width)))
