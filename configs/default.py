@@ -3,7 +3,7 @@
   python -m rnn_research.main --config=configs/default.py --workdir=runs/default
 
 `eval/mse_over_kalman` is the RNN filter's MSE over the exact Kalman filter's (1.0 is optimal).
-Other problems: configs/tasks/<task>.py; every model key: rnn_research/model_config.py.
+Other problems: configs/tasks/<task>.py; every model key: rnn_research/core/spec.py.
 """
 import ml_collections
 
@@ -16,7 +16,7 @@ def base(task: str) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   # The problem, by name, and its own keys (rnn_research/tasks/<name>.py).
   config.task = TASKS.get(task).defaults()
-  # The recurrent core (rnn_research/model_config.py).
+  # The recurrent core: every key, its default and its rule in rnn_research/core/spec.py.
   config.model = model_defaults()
   config.train = train = ml_collections.ConfigDict()
   # Optimizer steps.
@@ -82,6 +82,6 @@ def ablation_base(file: str, arg: str | None, task: str, cell: str,
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The README's main job: about 11 s of training on 2 CPU cores, mse_over_kalman 1.005."""
+  """The README's main job (its result and timing: docs/guide.md)."""
   del arg
   return for_task("kalman", cell="gru", hidden_size=32, steps=1500, batch_size=64)

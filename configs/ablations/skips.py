@@ -28,7 +28,7 @@ move.
 
 Note: `horizontal_skip='residual'` has no decay; with a tanh cell it grows at most linearly
 (|h_t| <= t/k + 1), but with a GRU it can grow geometrically (on `kalman` it overflows at the first
-step, README "Normalisation and skips"); that is why this sweep uses the tanh RNN.
+step, docs/axes.md); that is why this sweep uses the tanh RNN.
 Size: about 10 minutes on 2 CPU cores with 2 members in parallel (`learned` skips with k = 4
 are the slowest members, ~2x the plain stack); `skips.py:full` trains 4x longer with 128
 units (for a GPU).

@@ -10,42 +10,38 @@ Layer l's output sequence is layer l+1's input; the readout maps the top layer's
 Past a sequence's end (mask false) every carry is frozen and y_t = 0.
 Execution `layer_major` runs one scan per layer (the engine's strategies apply);
 `time_major` runs one scan over time with every layer inside the step, as streaming does.
-Both wire the layers the same way (`_wire`): vertical skips (`vertical_skip.py`), dropout
-(`dropout.py`) and the between-layer norms; `bidirectional.py` reverses time for the backward
-stack.
+Both wire the layers the same way (`execution.py`): vertical skips (`vertical_skip.py`),
+dropout (`dropout.py`) and the between-layer norms; `bidirectional.py` reverses time for the
+backward stack.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_research.core import bidirectional, dropout, vertical_skip
+from rnn_research.core import bidirectional, dropout, execution
 from rnn_research.core.carry import Carry
 from rnn_research.core.cells import CELLS, Cell
 from rnn_research.core.choices import BETWEEN_LAYER_NORMS
-from rnn_research.core.engine import run_layer, strategy
+from rnn_research.core.engine import strategy
 from rnn_research.core.norms import VerticalNorm, between_layers
 from rnn_research.core.readout import Readout
 from rnn_research.core.spec import ModelSpec
-from rnn_research.core.step import cell_step
 
 State = tuple[Carry, ...]
 
 
 class RecurrentStack(nnx.Module):
   """`num_layers` cells of width `hidden_size`, the design axes between and inside them, and an
-  optional per-step readout. Built by `build` from a checked `ModelSpec`.
+  optional per-step readout; built by `build` from a checked `ModelSpec`.
 
   Between-layer norms act on h^(l) before it goes up; `mini_vertical` and horizontal skips act
   inside the step (`Cell.step_pointwise`); `vertical` norm acts on all layers' carries at one
-  step, so a model with it runs time-major. `resets` [B, T] restart every layer's carry from
-  its initial state (zeros or learned) where set, so packed episodes never see each other.
-  `bidirectional`: a second stack of the same design reads each sequence's valid part from its
-  end; its top output, re-aligned in time, is concatenated with or added to the forward stack's
-  before the readout.
+  step, so a model with it runs time-major. A bidirectional model's second stack reads each
+  sequence's valid part from its end; its top output joins the forward one before the readout.
   """
 
   def __init__(self, spec: ModelSpec, in_features: int, out_features: int | None,
@@ -69,8 +65,7 @@ class RecurrentStack(nnx.Module):
     self.rates = dropout.DropoutRates(
         out=spec.dropout, rec=spec.recurrent_dropout,
         inp=spec.recurrent_dropout if spec.recurrent_dropout_inputs else 0.0)
-    self.use_resets = spec.resets
-    self.merge = spec.bidirectional
+    self.use_resets, self.merge = spec.resets, spec.bidirectional
     self.reverse_stack = None if spec.bidirectional == "none" else RecurrentStack(
         spec.replace(bidirectional="none"), in_features, None, rngs)
     top = size * depth if spec.vertical_skip == "dense" else size
@@ -96,12 +91,7 @@ class RecurrentStack(nnx.Module):
     measurement (section 2). It runs time-major (a bidirectional model's probes reach its
     forward stack).
     """
-    xs = jnp.asarray(xs)
-    if xs.ndim != 3 or xs.shape[-1] != self.in_features:
-      raise ValueError(f"inputs must be [batch, time, {self.in_features}], got shape "
-                       f"{tuple(xs.shape)}")
-    mask = _flags("mask", mask, xs.shape[:2])
-    resets = _flags("resets", resets, xs.shape[:2], mask) if self.use_resets else None
+    xs, mask, resets = _checked(self, xs, mask, resets, step=False)
     if self.reverse_stack is not None and (state is not None or return_state):
       raise ValueError("a bidirectional model carries no state from one call to the next: its "
                        "backward stack reads each whole sequence from its end")
@@ -129,17 +119,13 @@ class RecurrentStack(nnx.Module):
       raise ValueError("a bidirectional model cannot stream: its backward stack needs each "
                        "sequence's future; use bidirectional='none' for streaming and "
                        "generation")
-    x_t = jnp.asarray(x_t)
-    if x_t.ndim != 2 or x_t.shape[-1] != self.in_features:
-      raise ValueError(f"step input must be [batch, {self.in_features}], got shape "
-                       f"{tuple(x_t.shape)}")
-    mask_t = _flags("step mask", mask_t, x_t.shape[:1])
-    reset_t = _flags("step reset", reset_t, x_t.shape[:1], mask_t) if self.use_resets else None
+    x_t, mask_t, reset_t = _checked(self, x_t, mask_t, reset_t, step=True)
     inits = (None,) * len(state) if reset_t is None else self.initial_state(
         x_t.shape[0], jnp.result_type(x_t.dtype, jnp.float32))
     params = [cell.weights() for cell in self.layers]
     noise = [dropout.LayerNoise()] * len(self.layers)
-    state, h, _ = self._step_layers(params, state, x_t, mask_t, None, reset_t, inits, noise)
+    state, h, _ = execution.step_layers(self, params, state, x_t, mask_t, None, reset_t,
+                                        inits, noise)
     return state, self._read(h, mask_t)
 
   def per_step_ok(self) -> bool:
@@ -157,80 +143,13 @@ class RecurrentStack(nnx.Module):
                          xs.shape[0], batch, dtype)
     params = [cell.weights() for cell in self.layers]
     if probes is not None:
-      expected = (len(self.layers), batch, xs.shape[0], self.layers[-1].hidden_size)
-      if tuple(probes.shape) != expected:
-        raise ValueError(f"probes must be [layers, batch, time, hidden] = {expected}, got "
-                         f"{tuple(probes.shape)}")
-      probes = jnp.moveaxis(probes, 2, 0)
+      probes = _time_major_probes(
+          probes, (len(self.layers), batch, xs.shape[0], self.layers[-1].hidden_size))
     if self.time_major or probes is not None:
       self._check_per_step("time-major execution (and gradient-flow probes)")
-      return self._time_major(params, xs, mask, state, probes, resets, inits, noise)
-    finals = []
-
-    def run(l, cell, u):
-      h, carry, stats = run_layer(cell, params[l], u, mask, state[l], self.how, resets=resets,
-                                  init=inits[l], rmask=noise[l].rec)
-      if stats is not None:  # batch_per_step in training
-        cell.step_norm.update(stats)
-      finals.append(carry)
-      return h
-
-    top = self._wire(xs, run, lambda norm, h: norm(h, mask), noise)
-    return top, tuple(finals)
-
-  def _step_layers(self, params, state: State, x: jax.Array, m: jax.Array | None,
-                   probe: jax.Array | None, r: jax.Array | None, inits: State,
-                   noise: list[dropout.LayerNoise]):
-    """All layers at one time step: (new state, top [B, top], per-layer statistics); probe
-    [L, B, H] is added to each layer's new h; r [B] resets to `inits`."""
-    new, stats = [], []
-
-    def run(l, cell, u):
-      carry, h, st = cell_step(cell, params[l], state[l], u, m,
-                               None if probe is None else probe[l], r=r, init=inits[l],
-                               rmask=noise[l].rec)
-      new.append(carry)
-      stats.append(st)
-      return h
-
-    top = self._wire(x, run, lambda norm, h: norm.step(h, m), noise)
-    if self.vertical_norm is not None:
-      normed = self.vertical_norm(jnp.stack([c.h for c in new]))
-      keep = (lambda a, b: a) if m is None else (lambda a, b: jnp.where(m[:, None], a, b))
-      new = [c._replace(h=keep(n, c.h)) for n, c in zip(normed, new)]
-    return tuple(new), top, tuple(stats)
-
-  def _wire(self, x: jax.Array, run: Callable[[int, Cell, jax.Array], jax.Array],
-            norm: Callable[[nnx.Module, jax.Array], jax.Array],
-            noise: list[dropout.LayerNoise]) -> jax.Array:
-    """The stack's wiring, for a sequence [T, B, F] or one step [B, F]: layer l reads its
-    vertical-skip input (input-dropped), `run(l, cell, u)` gives h^(l), the between-layer
-    `norm(module, h)` and output dropout follow; returns what the readout reads."""
-    outs: list[jax.Array] = []
-    for l, cell in enumerate(self.layers):
-      u = vertical_skip.layer_input(self.vertical_skip, l, x, outs, self.project)
-      h = run(l, cell, dropout.drop(u, noise[l].inp))
-      h = h if self.between[l] is None else norm(self.between[l], h)
-      outs.append(dropout.drop(h, noise[l].out))
-    return vertical_skip.top(self.vertical_skip, x, outs, self.project)
-
-  def _time_major(self, params, xs: jax.Array, mask: jax.Array | None, state: State,
-                  probes: jax.Array | None, resets: jax.Array | None, inits: State,
-                  noise: list[dropout.LayerNoise]):
-    def body(state, inputs):
-      x, m, probe, r, out_noise = inputs
-      step_noise = [nz._replace(out=o) for nz, o in zip(noise, out_noise)]
-      state, top, stats = self._step_layers(params, state, x, m, probe, r, inits, step_noise)
-      return state, (top, stats)
-
-    if self.how.remat:
-      body = jax.checkpoint(body)
-    out_noise = tuple(nz.out for nz in noise)
-    state, (hs, stats) = jax.lax.scan(body, state, (xs, mask, probes, resets, out_noise))
-    for cell, st in zip(self.layers, stats):
-      if st is not None:
-        cell.step_norm.update(st)
-    return hs, state
+      return execution.time_major(self, params, xs, mask, state, probes, resets, inits,
+                                  noise)
+    return execution.layer_major(self, params, xs, mask, state, resets, inits, noise)
 
   def _dropout_key(self, key: jax.Array | None) -> jax.Array | None:
     """The key dropout draws from, or None when no dropout applies (eval mode, rates 0)."""
@@ -244,12 +163,12 @@ class RecurrentStack(nnx.Module):
 
   def _check_per_step(self, what: str) -> None:
     """Sequence-statistics norms in training have no per-step form."""
-    for norm in self.between:
-      if norm is not None and not norm.per_step_ok():
-        raise ValueError(f"{what} applies norms step by step, but this model's "
-                         f"{type(norm).__name__} uses whole-sequence statistics (training "
-                         "mode, or eval_norm_stats='sequence'): call model.eval() with "
-                         "running statistics first, or use execution='layer_major'")
+    if not self.per_step_ok():
+      norm = next(n for n in self.between if n is not None and not n.per_step_ok())
+      raise ValueError(f"{what} applies norms step by step, but this model's "
+                       f"{type(norm).__name__} uses whole-sequence statistics (training "
+                       "mode, or eval_norm_stats='sequence'): call model.eval() with "
+                       "running statistics first, or use execution='layer_major'")
 
   def _read(self, h: jax.Array, mask: jax.Array | None) -> jax.Array:
     """Readout of h [..., H]; zero where mask [...] is False."""
@@ -275,6 +194,30 @@ def build_cells(spec: ModelSpec, in_features: int, rngs: nnx.Rngs) -> list[Cell]
       cell.attach_step_norm(spec.norm_max_steps, spec.norm_eps, spec.norm_momentum)
     cells.append(cell)
   return cells
+
+
+def _checked(stack: RecurrentStack, x: jax.Array, mask: jax.Array | None,
+             resets: jax.Array | None, step: bool
+             ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+  """The inputs x [B, T, F] (one step: [B, F]) with mask and resets checked, time-major;
+  resets are dropped with `config.model.resets=False`."""
+  x = jnp.asarray(x)
+  dims, name = ("[batch, ", "step ") if step else ("[batch, time, ", "")
+  if x.ndim != (2 if step else 3) or x.shape[-1] != stack.in_features:
+    raise ValueError(f"{'step input' if step else 'inputs'} must be {dims}{stack.in_features}]"
+                     f", got shape {tuple(x.shape)}")
+  mask = _flags(f"{name}mask", mask, x.shape[:-1])
+  resets = (_flags("step reset" if step else "resets", resets, x.shape[:-1], mask)
+            if stack.use_resets else None)
+  return x, mask, resets
+
+
+def _time_major_probes(probes: jax.Array, expected: tuple[int, ...]) -> jax.Array:
+  """Gradient-flow probes [L, B, T, H], checked, as [T, L, B, H]."""
+  if tuple(probes.shape) != expected:
+    raise ValueError(f"probes must be [layers, batch, time, hidden] = {expected}, got "
+                     f"{tuple(probes.shape)}")
+  return jnp.moveaxis(probes, 2, 0)
 
 
 def _flags(name: str, flags: jax.Array | None, shape: tuple[int, ...],

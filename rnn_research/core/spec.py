@@ -110,8 +110,8 @@ class ModelSpec:
       config = dataclasses.asdict(config)
     merged = config_section.resolve(config, model_defaults(), "model")
     spec = cls(**merged.to_dict())
-    spec._check_values()
-    spec._check_rules()
+    _check_values(spec)
+    _check_rules(spec)
     return spec
 
   def replace(self, **changes: Any) -> ModelSpec:
@@ -139,74 +139,77 @@ class ModelSpec:
     couple the rows of a step (the custom VJP assumes they do not)."""
     return "scan" if self.norm == "batch_per_step" and self.engine == "auto" else self.engine
 
-  def _check_values(self) -> None:
-    """Ranges and choices of single keys; a typo fails even where the chosen cell ignores it."""
-    for key in _POSITIVE:
-      if getattr(self, key) < 1:
-        raise ValueError(f"config.model.{key} must be a positive integer, got "
-                         f"{getattr(self, key)!r}")
-    if self.backward_chunk < 0:
-      raise ValueError("config.model.backward_chunk must be 0 (auto) or a positive number of "
-                       f"steps, got {self.backward_chunk!r}")
-    for key in ("dropout", "recurrent_dropout"):
-      if not 0.0 <= getattr(self, key) < 1.0:
-        raise ValueError(f"config.model.{key} must be in [0, 1), got {getattr(self, key)!r}")
-    for key, registry in _REGISTRIES.items():
-      registry.get(getattr(self, key))
-    for key, kind in _LITERALS.items():
-      choices.check(key, getattr(self, key), kind)
-    self.normed_layers  # noqa: B018  (parses norm_layers)
 
-  def _check_rules(self) -> None:
-    """Rules that span axes."""
-    recurrent = CELLS.get(self.cell).recurrent
-    if self.engine == "associative" and recurrent:
-      raise ValueError(f"engine='associative' runs linear-recurrence cells only (min_gru, "
-                       f"min_lstm); cell={self.cell!r} has W_h: use engine='auto'")
-    if self.transition != "linear" and self.cell != "rnn":
-      raise ValueError(f"transition={self.transition!r} is defined for cell='rnn' only "
-                       f"(got cell={self.cell!r}); use transition='linear'")
-    if self.lecture_peephole and not LSTM_VARIANTS.get(self.lstm_variant).lecture:
-      raise ValueError("lecture_peephole=True needs lstm_variant='lecture', got "
-                       f"{self.lstm_variant!r}")
-    if self.norm == "vertical" and self.num_layers < 2:
-      raise ValueError("norm='vertical' normalises across layers and needs num_layers >= 2, "
-                       f"got {self.num_layers}")
-    if self.norm == "vertical" and len(self.normed_layers) != self.num_layers:
-      raise ValueError("norm='vertical' normalises across all layers; use norm_layers='all'")
-    if not recurrent:
-      self._check_linear_recurrence()
-    elif self.norm == "batch_per_step" and self.engine.startswith("vjp"):
-      raise ValueError(f"engine={self.engine!r} cannot run norm='batch_per_step' (its custom "
-                       "VJP assumes rows independent within a step); valid: auto, scan, "
-                       "scan_hoisted")
+def _check_values(spec: ModelSpec) -> None:
+  """Ranges and choices of single keys; a typo fails even where the chosen cell ignores it."""
+  for key in _POSITIVE:
+    if getattr(spec, key) < 1:
+      raise ValueError(f"config.model.{key} must be a positive integer, got "
+                       f"{getattr(spec, key)!r}")
+  if spec.backward_chunk < 0:
+    raise ValueError("config.model.backward_chunk must be 0 (auto) or a positive number of "
+                     f"steps, got {spec.backward_chunk!r}")
+  for key in ("dropout", "recurrent_dropout"):
+    if not 0.0 <= getattr(spec, key) < 1.0:
+      raise ValueError(f"config.model.{key} must be in [0, 1), got {getattr(spec, key)!r}")
+  for key, registry in _REGISTRIES.items():
+    registry.get(getattr(spec, key))
+  for key, kind in _LITERALS.items():
+    choices.check(key, getattr(spec, key), kind)
+  spec.normed_layers  # noqa: B018  (parses norm_layers)
 
-  def _check_linear_recurrence(self) -> None:
-    """A cell without W_h (min_gru, min_lstm) is a linear recurrence run by an associative
-    scan: axes that put h_{t-1} through a nonlinearity or a matrix inside the step cannot
-    combine with it."""
-    if self.norm == "batch_per_step":
-      raise ValueError("norm='batch_per_step' normalises h_{t-1} W_h, and this cell has no "
-                       "W_h; use norm='layer', 'mini_layer' or 'batch'")
-    refusals = {
-        "horizontal_skip": (self.horizontal_skip != "none",
-                            "a horizontal skip feeds h_{t-k} into the step (residual: added "
-                            "after the cell; learned: through W_s into the gates), so h_t is "
-                            "no longer a_t ⊙ h_{t-1} + b_t; use horizontal_skip='none'"),
-        "norm": (self.norm in ("mini_vertical", "vertical"),
-                 f"norm={self.norm!r} normalises the carry h_{{t-1}} before the next step, a "
-                 "nonlinearity inside the recurrence; use a norm on the layer's output "
-                 "(norm='layer', 'mini_layer' or 'batch') or norm='none'"),
-        "recurrent_dropout": (self.recurrent_dropout > 0,
-                              "recurrent dropout masks the h_{t-1} that enters W_h, and there "
-                              "is no W_h (it would silently do nothing); use dropout (between "
-                              "layers) or recurrent_dropout=0"),
-    }
-    for key, (bad, why) in refusals.items():
-      if bad:
-        raise ValueError(f"cell={self.cell!r} is a linear recurrence run by an associative "
-                         f"scan (gates read x_t only, no W_h); {key}={getattr(self, key)!r} "
-                         f"cannot combine with it: {why}")
+
+def _check_rules(spec: ModelSpec) -> None:
+  """Rules that span axes."""
+  recurrent = CELLS.get(spec.cell).recurrent
+  if spec.engine == "associative" and recurrent:
+    raise ValueError(f"engine='associative' runs linear-recurrence cells only (min_gru, "
+                     f"min_lstm); cell={spec.cell!r} has W_h: use engine='auto'")
+  if spec.transition != "linear" and spec.cell != "rnn":
+    raise ValueError(f"transition={spec.transition!r} is defined for cell='rnn' only "
+                     f"(got cell={spec.cell!r}); use transition='linear'")
+  if spec.lecture_peephole and not LSTM_VARIANTS.get(spec.lstm_variant).lecture:
+    raise ValueError("lecture_peephole=True needs lstm_variant='lecture', got "
+                     f"{spec.lstm_variant!r}")
+  if spec.norm == "vertical" and spec.num_layers < 2:
+    raise ValueError("norm='vertical' normalises across layers and needs num_layers >= 2, "
+                     f"got {spec.num_layers}")
+  if spec.norm == "vertical" and len(spec.normed_layers) != spec.num_layers:
+    raise ValueError("norm='vertical' normalises across all layers; use norm_layers='all'")
+  if not recurrent:
+    _check_linear_recurrence(spec)
+  elif spec.norm == "batch_per_step" and spec.engine.startswith("vjp"):
+    raise ValueError(f"engine={spec.engine!r} cannot run norm='batch_per_step' (its custom "
+                     "VJP assumes rows independent within a step); valid: auto, scan, "
+                     "scan_hoisted")
+
+
+def _check_linear_recurrence(spec: ModelSpec) -> None:
+  """A cell without W_h (min_gru, min_lstm) is a linear recurrence run by an associative
+  scan: axes that put h_{t-1} through a nonlinearity or a matrix inside the step cannot
+  combine with it."""
+  if spec.norm == "batch_per_step":
+    raise ValueError("norm='batch_per_step' normalises h_{t-1} W_h, and this cell has no "
+                     "W_h; use norm='layer', 'mini_layer' or 'batch'")
+  refusals = {
+      "horizontal_skip": (spec.horizontal_skip != "none",
+                          "a horizontal skip feeds h_{t-k} into the step (residual: added "
+                          "after the cell; learned: through W_s into the gates), so h_t is "
+                          "no longer a_t ⊙ h_{t-1} + b_t; use horizontal_skip='none'"),
+      "norm": (spec.norm in ("mini_vertical", "vertical"),
+               f"norm={spec.norm!r} normalises the carry h_{{t-1}} before the next step, a "
+               "nonlinearity inside the recurrence; use a norm on the layer's output "
+               "(norm='layer', 'mini_layer' or 'batch') or norm='none'"),
+      "recurrent_dropout": (spec.recurrent_dropout > 0,
+                            "recurrent dropout masks the h_{t-1} that enters W_h, and there "
+                            "is no W_h (it would silently do nothing); use dropout (between "
+                            "layers) or recurrent_dropout=0"),
+  }
+  for key, (bad, why) in refusals.items():
+    if bad:
+      raise ValueError(f"cell={spec.cell!r} is a linear recurrence run by an associative "
+                       f"scan (gates read x_t only, no W_h); {key}={getattr(spec, key)!r} "
+                       f"cannot combine with it: {why}")
 
 
 def model_defaults() -> ml_collections.ConfigDict:
