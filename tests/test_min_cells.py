@@ -309,6 +309,7 @@ def test_model_causality_and_gradients(name):
   assert float(jnp.abs(jnp.where(mask[..., None], 0.0, d_xs)).max()) == 0.0
 
 
+@pytest.mark.slow  # T = 300, eagerly
 @pytest.mark.parametrize("name", MIN_CELLS)
 def test_long_sequence_continuation(name):
   """T = 300 in two halves with the state passed on equals one call (the scan's depth is
@@ -324,6 +325,7 @@ def test_long_sequence_continuation(name):
     np.testing.assert_allclose(a, b, **TOL)
 
 
+@pytest.mark.slow  # three models, eagerly (resets: test_reset_equals_a_fresh_sequence)
 @pytest.mark.parametrize("name", MIN_CELLS)
 def test_model_resets_with_learned_initial_state(name):
   """Through the model, with a learned initial state: resets in the full call (associative

@@ -83,7 +83,8 @@ def test_residual_horizontal_skip(cell, span):
     np.testing.assert_allclose(got, want, **TOL)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn", pytest.param("lstm", marks=pytest.mark.slow),
+                                  pytest.param("gru", marks=pytest.mark.slow)])
 def test_learned_horizontal_skip(cell):
   xs, mask = inputs()
   plain = build(cell=cell, num_layers=2, out_features=O)
@@ -108,6 +109,7 @@ def test_learned_horizontal_skip(cell):
   assert changed[0, 2:].min() > 1e-6
 
 
+@pytest.mark.slow  # two models' gradient flow, step by step
 def test_residual_horizontal_skip_keeps_gradients_alive():
   """||dL/dh_1|| / ||dL/dh_T|| for a tanh rnn with the loss on the last step: it dies
   without a horizontal skip and does not with a residual one (span 2)."""

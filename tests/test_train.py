@@ -41,6 +41,7 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path):
   assert other["loss"] != first["loss"]
 
 
+@pytest.mark.slow  # trains a whole run first
 def test_resumed_at_the_end_reports_the_same_metrics(tmp_path):
   config = tiny_kalman()
   first = train.train_and_evaluate(config, str(tmp_path))
@@ -305,6 +306,7 @@ def test_group_resumes_from_checkpoints_at_one_step(tmp_path):
     assert len(list(got.glob("events.out.tfevents.*"))) == 2  # two runs wrote events
 
 
+@pytest.mark.slow  # trains a whole run first
 def test_group_at_different_checkpoint_steps_is_refused(tmp_path):
   first = tmp_path / "seed0"
   train.train_and_evaluate(seed_config(0, steps=2), str(first))
