@@ -1,9 +1,10 @@
 """Compare the runs of a sweep directory (rnn_research/experiments/compare.py).
 
-  python -m rnn_research.compare runs/sweep [--metric=eval/loss] [--group_by=model.norm]
+  python -m rnn_research.compare runs/sweep [--metric=TAG] [--group_by=model.norm]
       [--threshold=0.5] [--mode=auto|min|max] [--out=DIR] [--ylim=lo,hi]
 
-Prints a markdown table and writes `<out>/compare.md` and `<out>/compare.png`; never imports
+DIR is a sweep directory or one run's. --metric defaults to the task's main metric
+(e.g. eval/mse_over_kalman). Prints a markdown table and writes `<out>/compare.md` and `<out>/compare.png`; never imports
 jax, so it works on a sweep that is still running. Exit code 2 on bad input.
 """
 import logging
@@ -15,11 +16,13 @@ from rnn_research.cli import parse_flags
 from rnn_research.experiments import compare
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("metric", "eval/loss", "Scalar tag to compare (e.g. eval/mse_over_kalman).")
+flags.DEFINE_string("metric", None, "Scalar tag to compare (default: the task's main metric, "
+                    "e.g. eval/mse_over_kalman; eval/loss for runs of several tasks).")
 flags.DEFINE_list("group_by", None, "Dotted config keys whose values form the groups.")
 flags.DEFINE_float("threshold", None, "Also report the steps each group takes to reach this.")
 flags.DEFINE_enum("mode", "auto", ["auto", "min", "max"],
-                  "Whether lower (min) or higher (max) is better; auto: max for accuracies.")
+                  "Whether lower (min) or higher (max) is better; auto: the task's for its main "
+                  "metric, else max for accuracies.")
 flags.DEFINE_string("out", None, "Directory for compare.md and compare.png (default: DIR).")
 flags.DEFINE_list("ylim", None, "lo,hi: the figure's y range (default: every value).")
 
@@ -41,7 +44,7 @@ def main(argv: list[str]) -> None:
   logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its reader logs every file
   try:
     if len(argv) != 2:
-      raise ValueError("give one sweep directory: python -m rnn_research.compare DIR")
+      raise ValueError("give one sweep or run directory: python -m rnn_research.compare DIR")
     text = compare.report(argv[1], FLAGS.metric, FLAGS.group_by, FLAGS.threshold, FLAGS.mode,
                           FLAGS.out, _ylim(FLAGS.ylim))
   except ValueError as err:

@@ -8,20 +8,22 @@
 `--multihost` calls `jax.distributed.initialize()` first (one process per host, for
 `--config.train.data_parallel=True` across hosts).
 
+One process writes a workdir at a time (`training/lock.py`): a second one exits 2 naming the
+first. A run already completed at `train.steps` is reported and left as it is.
+
 Exit codes: 0 done (or preempted by SIGTERM after saving), 2 bad input, 3 diverged.
 """
 import copy
 import sys
 
+import jax
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from rnn_research.training import data_parallel, train
-from rnn_research.cli import parse_flags
+from rnn_research.cli import define_config_flag, parse_flags
+from rnn_research.training import data_parallel, lock, train
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
-                                lock_config=True)
+define_config_flag("config", "Config file (configs/*.py[:arg]), from any directory.")
 flags.DEFINE_string("workdir", None, "Directory for config.json, events, checkpoints, status.")
 flags.DEFINE_bool("overwrite", False, "Move a different run in --workdir aside and start afresh.")
 flags.DEFINE_list("seeds", None, "Train these train.seed values together (vmapped); --workdir "
@@ -54,9 +56,14 @@ def main(argv: list[str]) -> None:
     data_parallel.initialize_multihost()
   try:
     if FLAGS.seeds is None:
-      train.train_and_evaluate(FLAGS.config, FLAGS.workdir, FLAGS.overwrite)
+      configs, workdirs = [FLAGS.config], [FLAGS.workdir]
     else:
       configs, workdirs = _per_seed(FLAGS.config, FLAGS.seeds, FLAGS.workdir)
+    for workdir in workdirs if jax.process_index() == 0 else ():  # the writing process
+      lock.check_free(workdir)  # a busy workdir fails at once, before the model is built
+    if FLAGS.seeds is None:
+      train.train_and_evaluate(FLAGS.config, FLAGS.workdir, FLAGS.overwrite)
+    else:
       train.train_seeds(configs, workdirs, FLAGS.overwrite)
   except train.Diverged as err:
     logging.error("%s", err)

@@ -1,8 +1,12 @@
 """Run the report's sweeps and render docs/REPORT.md (rnn_research/experiments/report.py).
 
-  python -m rnn_research.report --workdir=runs/report [--parallel=2] [--only=REGEX] [--no_run]
+  python -m rnn_research.report --workdir=runs/report [--parallel=2] [--only=REGEX] [--no_run] \
+      [--rerun_changed]
 
-Exit code 2 when --only matches no section.
+A sweep on disk is reused only where its sweep file still gives every member the config it ran
+with; otherwise the report stops (exit 2) unless --rerun_changed moves the changed members' old
+runs aside and trains them again. Exit code 2 for bad input (an --only that matches no section,
+a changed or invalid sweep), 1 when a member failed, 128 + the signal when stopped.
 """
 import sys
 
@@ -18,6 +22,8 @@ flags.DEFINE_string("only", None, "Run only the sections whose key matches (the 
                     "every section on disk).")
 flags.DEFINE_bool("no_run", False, "Train nothing: rebuild the report from what is on disk.")
 flags.DEFINE_string("docs", "docs", "Where REPORT.template.md is and REPORT.md goes.")
+flags.DEFINE_bool("rerun_changed", False, "Retrain the members whose config changed since "
+                  "they ran (their old runs are moved aside; see rnn_research.sweep).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -31,8 +37,14 @@ def main(argv: list[str]) -> None:
     sys.exit(2)
   if not FLAGS.no_run:
     sweep_runner.use_cpu()
-  path = report.make_report(FLAGS.workdir, FLAGS.docs, FLAGS.parallel, sections,
-                            run=not FLAGS.no_run)
+  try:
+    path = report.make_report(FLAGS.workdir, FLAGS.docs, FLAGS.parallel, sections,
+                              run=not FLAGS.no_run, rerun_changed=FLAGS.rerun_changed)
+  except sweep_runner.Interrupted as err:  # the sweep printed its summary
+    sys.exit(128 + err.signum)
+  except RuntimeError as err:
+    print(f"report: {err}", file=sys.stderr)
+    sys.exit(2 if isinstance(err, report.BadSweep) else 1)
   print(f"wrote {path}")
 
 

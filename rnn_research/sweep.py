@@ -2,11 +2,16 @@
 
   python -m rnn_research.sweep --config=configs/ablations/norm_placement.py --workdir=runs/norm \
       [--parallel=2] [--dry_run] [--only=REGEX] [--seeds_mode=auto|vmap|processes] \
-      [--backend=local|ray --ray_address=ADDR]
+      [--config.<key>=<value> ...] [--rerun_changed] [--backend=local|ray --ray_address=ADDR]
 
 Each member is a `python -m rnn_research.main` process writing `--workdir/<member name>`
 (`--dry_run` prints these commands); rerunning skips what is done and resumes the rest.
-Exit code: 0 when no member failed, 1 otherwise, 2 bad input.
+`--config.<key>=<value>` overrides a key of every member (e.g. `--config.train.steps=20` for a
+smoke test); a member that sets the key too is refused. A member whose run on disk was trained
+with another config than the sweep file now gives it stops the sweep before anything runs;
+`--rerun_changed` moves such runs to `<workdir>.replaced-<time>/` and trains them afresh.
+SIGINT/SIGTERM stop the running members (they save a checkpoint), print the summary and exit.
+Exit code: 0 when no member failed, 1 otherwise, 2 bad input, 128 + the signal when stopped.
 """
 import sys
 
@@ -24,10 +29,28 @@ flags.DEFINE_string("only", None, "Run only members whose name matches this rege
 flags.DEFINE_enum("seeds_mode", "auto", ["auto", "vmap", "processes"],
                   "Train members that differ only in train.seed as one vmapped program "
                   "(vmap), as separate processes, or per backend (auto: vmap off CPU).")
+flags.DEFINE_bool("rerun_changed", False, "Move the runs of members whose config changed "
+                  "since they ran to <workdir>.replaced-<time>/ and train them afresh.")
 flags.DEFINE_enum("backend", "local", ["local", "ray"], "Where members run.")
 flags.DEFINE_string("ray_address", None, "Ray cluster address for --backend=ray ('auto', "
                     "'ray://host:10001'); none starts a local Ray instance.")
 flags.mark_flags_as_required(["config", "workdir"])
+OVERRIDES: list[str] = []  # the `key=value` of each --config.<key>=<value>, in order
+
+
+def parse(argv: list[str]) -> list[str]:
+  """Takes the `--config.<key>=<value>` overrides out of argv (into OVERRIDES), then parses
+  the rest as absl does (a bad flag: one line and exit code 2)."""
+  rest = [argv[0]]
+  for arg in argv[1:]:
+    if arg.startswith("--config.") and "=" not in arg:
+      print(f"bad input: {arg}: write an override as --config.<key>=<value>", file=sys.stderr)
+      sys.exit(2)
+    if arg.startswith("--config."):
+      OVERRIDES.append(arg[len("--config."):])
+    else:
+      rest.append(arg)
+  return parse_flags(rest)
 
 
 def main(argv: list[str]) -> None:
@@ -38,12 +61,15 @@ def main(argv: list[str]) -> None:
     counts = sweep_runner.run_sweep(
         FLAGS.config, FLAGS.workdir, parallel=FLAGS.parallel, dry_run=FLAGS.dry_run,
         only=FLAGS.only, seeds_mode=FLAGS.seeds_mode, backend=FLAGS.backend,
-        ray_address=FLAGS.ray_address)
+        ray_address=FLAGS.ray_address, overrides=tuple(OVERRIDES),
+        rerun_changed=FLAGS.rerun_changed)
   except ValueError as err:  # SweepError included
     print(f"bad input: {err}", file=sys.stderr)
     sys.exit(2)
+  except sweep_runner.Interrupted as err:  # the summary is printed
+    sys.exit(128 + err.signum)
   sys.exit(1 if counts.get("failed") else 0)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=parse)

@@ -11,7 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from rnn_research.training.checkpointing import Checkpointer, CheckpointsUnreadableError
+from rnn_research.training.checkpointing import (Checkpointer, CheckpointsUnreadableError,
+                                                 short_reason)
 
 
 def make_state(seed: int = 0) -> dict:
@@ -183,3 +184,32 @@ def test_leftover_tmp_dir_from_killed_save_is_ignored(ckpt_dir):
     assert ckpt.save(3, make_state(3))  # the rerun of the killed save succeeds
     assert ckpt.restore(make_state(0))[0] == 3
   assert os.path.isdir(tmp)  # left alone: it might belong to a live writer
+
+
+def test_short_reason_drops_tensorstore_specs():
+  spec = '{\\"driver\\":\\"zarr\\",\\"kvstore\\":{\\"path\\":\\"/x/checkpoints/3/default/\\"}}' * 5
+  error = ValueError(
+      'OUT_OF_RANGE: Error opening "zarr" driver: Error reading "params.w/.zarray" in OCDBT '
+      'database at local file "/x/checkpoints/3/default/": Requested byte range [0, 6023) is '
+      f"not valid for value of size 9 [tensorstore_spec[1]='{spec}'] [tensorstore_spec='{spec}']")
+  reason = short_reason(error)
+  assert reason == ("ValueError: Requested byte range [0, 6023) is not valid for value of "
+                    "size 9")
+  assert short_reason(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")) == (
+      "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position 0: invalid start "
+      "byte")
+
+
+@pytest.mark.parametrize("max_to_keep", [0, -1])
+def test_max_to_keep_must_be_positive(ckpt_dir, max_to_keep):
+  with pytest.raises(ValueError, match="max_to_keep"):
+    Checkpointer(ckpt_dir, max_to_keep=max_to_keep)
+  from configs import default
+  from rnn_research.training import train
+
+  config = default.get_config()
+  with config.unlocked():
+    config.train.max_to_keep = max_to_keep
+  with pytest.raises(ValueError, match=r"config\.train\.max_to_keep must be a positive integer"):
+    train.init_state(config)
+  assert not os.path.exists(ckpt_dir)

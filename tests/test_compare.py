@@ -35,22 +35,27 @@ SWEEP = {
 
 
 def make_run(root: Path, name: str, config: dict, losses: list[float], state: str | None,
-             speeds: list[float] = (10.0,)) -> Path:
-  """A run directory as the trainer leaves it (eval/accuracy is 1 - eval/loss)."""
+             speeds: list[float] = (10.0,), main_metric: tuple[str, str] | None = None) -> Path:
+  """A run directory as the trainer leaves it (eval/accuracy is 1 - eval/loss, kalman's main
+  metric eval/mse_over_kalman is 2 * eval/loss)."""
   workdir = root / name
   workdir.mkdir(parents=True)
   (workdir / "config.json").write_text(json.dumps(config))
   if losses:
     writer = MetricWriter(str(workdir))
     for i, (step, loss) in enumerate(zip(STEPS, losses)):
-      scalars = {"eval/loss": loss, "eval/accuracy": 1.0 - loss, "train/loss": loss}
+      scalars = {"eval/loss": loss, "eval/accuracy": 1.0 - loss, "train/loss": loss,
+                 "eval/mse_over_kalman": 2 * loss}
       if i < len(speeds):
         scalars["perf/steps_per_sec"] = speeds[i]
       writer.write_scalars(step, scalars)
     writer.close()
   if state is not None:
     metrics = {"loss": losses[-1]} if state == "completed" else None
-    write_status(str(workdir), state=state, step=STEPS[len(losses) - 1], metrics=metrics)
+    if main_metric is None and (config.get("task") or {}).get("name") == "kalman":
+      main_metric = ("eval/mse_over_kalman", "min")  # what the trainer records
+    extra = {"main_metric": list(main_metric)} if main_metric else {}
+    write_status(str(workdir), state=state, step=STEPS[len(losses) - 1], metrics=metrics, **extra)
   return workdir
 
 
@@ -72,6 +77,7 @@ def sweep_dir(tmp_path: Path) -> Path:
   (tmp_path / "sweep.json").write_text(json.dumps(
       {"config": "configs/ablations/norm.py", "members": members}))
   make_run(tmp_path, "replaced-20240101-000000", config("zzz", 0), [9.0], "completed")
+  make_run(tmp_path, "a.replaced-20240101-000000", config("zzz", 0), [9.0], "completed")
   (tmp_path / "notes").mkdir()  # neither config.json nor status.json
   return tmp_path
 
@@ -83,7 +89,8 @@ def rows_by_group(rows: list[compare.Row]) -> dict[str, compare.Row]:
 def test_load_runs_skips_other_dirs_and_tolerates_unstarted(sweep_dir):
   runs = compare.load_runs(str(sweep_dir))
   assert len(runs) == 9
-  assert not any(r.name.startswith(("replaced-", "notes")) for r in runs)
+  assert not any(r.name.startswith(("replaced-", "notes")) or ".replaced-" in r.name
+                 for r in runs)
   fresh = next(r for r in runs if r.name == "norm=batch,seed=1")
   assert fresh.status == {} and fresh.scalars == {} and fresh.state == "running"
   done = next(r for r in runs if r.name == "norm=none,seed=0")
@@ -202,7 +209,10 @@ def test_report_writes_markdown_and_png(sweep_dir, tmp_path_factory):
   image = np.asarray(Image.open(out / "compare.png").convert("L"))
   assert image.shape[0] > 100 and image.std() > 5  # not a blank canvas
   compare.report(str(sweep_dir))  # --out defaults to the sweep directory
-  assert (sweep_dir / "compare.md").exists() and (sweep_dir / "compare.png").exists()
+  assert (sweep_dir / "compare.png").exists()
+  # --metric defaults to the task's main metric (kalman: eval/mse_over_kalman, lower is better).
+  last = (sweep_dir / "compare.md").read_text().splitlines()[-1]
+  assert last.startswith("metric: eval/mse_over_kalman, mode: min, date: ")
 
 
 def test_plot_curves(sweep_dir, tmp_path_factory):
@@ -211,27 +221,80 @@ def test_plot_curves(sweep_dir, tmp_path_factory):
   ax = compare_plot.plot(groups, "eval/loss", "min", str(path)).axes[0]
   assert path.read_bytes().startswith(b"\x89PNG")
   labels = [t.get_text() for t in ax.get_legend().get_texts()]
-  assert labels == ["norm=batch", "norm=layer", "norm=none", "diverged/failed (last point)"]
-  assert ax.get_yscale() == "log"  # 0.1 .. 50, all positive (the NaN is left out)
+  assert labels == ["norm=batch", "norm=layer", "norm=none", "diverged/failed (last point)",
+                    "off the axis (name: extreme value)"]
+  # The range spans the runs that did not diverge (0.25 .. 2): linear, not log for the 50.
+  assert ax.get_yscale() == "linear"
+  lo, hi = ax.get_ylim()
+  assert 0.15 < lo < 0.25 and 2.0 < hi < 2.2
   assert "eval/loss" in ax.get_title()
   # none's mean curve: the mean of its three seeds at each step.
   none = next(line for line in ax.get_lines() if line.get_label() == "norm=none")
   assert list(none.get_xdata()) == list(STEPS)
   assert none.get_ydata() == pytest.approx([2.0, 2.3 / 3, 1.85 / 3, 0.6], rel=1e-6)
-  # The diverged run: a thin line, then an 'x' at its last finite point (step 200, 50.0).
+  # The diverged run: a thin line, an 'x' at its last finite point (step 200, 50.0) drawn at
+  # the top edge, and a '^' there labelled with its name and value.
   marks = [line for line in ax.get_lines() if line.get_marker() == "x" and len(line.get_xdata())]
-  assert [(m.get_xdata()[0], m.get_ydata()[0]) for m in marks] == [(200, 50.0)]
+  assert [(m.get_xdata()[0], m.get_ydata()[0]) for m in marks] == [(200, hi)]
+  ups = [line for line in ax.get_lines() if line.get_marker() == "^" and len(line.get_xdata())]
+  assert [(u.get_xdata()[0], u.get_ydata()[0]) for u in ups] == [(200, hi)]
+  assert [t.get_text() for t in ax.texts] == ["norm=layer,seed=2: 50"]
   # batch's runs share steps 0 and 100 only (one is still running).
   batch = next(line for line in ax.get_lines() if line.get_label() == "norm=batch")
   assert list(batch.get_xdata()) == [0, 100] and batch.get_ydata()[1] == pytest.approx(1.35)
   accuracy = compare_plot.plot(groups, "eval/accuracy", "max", str(path)).axes[0]
   assert accuracy.get_yscale() == "linear"  # accuracies go negative here
-  # A fixed y range: the limits are kept, and the scale follows the values inside it only
-  # (0.1 .. 2: still over a decade, so log).
-  fixed = compare_plot.plot(groups, "eval/loss", "min", str(path), ylim=(0.1, 2.0)).axes[0]
-  assert fixed.get_ylim() == pytest.approx((0.1, 2.0)) and fixed.get_yscale() == "log"
-  narrow = compare_plot.plot(groups, "eval/loss", "min", str(path), ylim=(0.5, 2.0)).axes[0]
-  assert narrow.get_yscale() == "linear"
+  # A fixed y range: the limits are kept.
+  fixed = compare_plot.plot(groups, "eval/loss", "min", str(path), ylim=(0.5, 2.0)).axes[0]
+  assert fixed.get_ylim() == pytest.approx((0.5, 2.0)) and fixed.get_yscale() == "linear"
+
+
+def test_an_exploded_member_stays_off_the_axis_range(tmp_path):
+  """One member that exploded (completed, finite) and one that diverged neither set the range
+  nor make it logarithmic; both are drawn at the edge and named there."""
+  curves = {"a": [1.0, 0.8, 0.6, 0.5], "b": [1.0, 0.7, 0.6, 0.55], "c": [1.0, 0.9, 0.7, 0.6],
+            "boom": [1.0, 5.0, 80.0, 60.0]}
+  for name, losses in curves.items():
+    make_run(tmp_path, name, config("none", len(name)), losses, "completed")
+  make_run(tmp_path, "nan", config("none", 9), [1.0, 3e3], "diverged")
+  runs = compare.load_runs(str(tmp_path))
+  assert compare_plot.outliers(runs, "eval/loss", "min") == {"boom"}
+  ax = compare_plot.plot({"all": runs}, "eval/loss", "min", str(tmp_path / "c.png")).axes[0]
+  assert ax.get_yscale() == "linear"  # 0.5 .. 1 (80 / 0.5 would have made it log)
+  lo, hi = ax.get_ylim()
+  assert 0.4 < lo < 0.5 and 1.0 < hi < 1.1
+  assert sorted(t.get_text() for t in ax.texts) == ["boom: 80", "nan: 3e+03"]
+  mean = next(line for line in ax.get_lines() if line.get_label() == "all")
+  assert mean.get_ydata()[-1] == pytest.approx(np.mean([0.5, 0.55, 0.6]))  # boom left out
+  # An accuracy-like metric: 'boom' falls far below (1 - 80), the bad side under "max".
+  assert compare_plot.outliers(runs, "eval/accuracy", "max") == {"boom"}
+  # Healthy runs of different speed are not outliers.
+  assert compare_plot.outliers([r for r in runs if r.name != "boom"], "eval/loss", "min") == set()
+
+
+def test_one_run_directory_is_compared_alone(tmp_path):
+  run = make_run(tmp_path, "solo", config("none", 0), [2.0, 1.0, 0.5], "completed")
+  text = compare.report(str(run))
+  assert text.splitlines()[2].startswith("| base | 1 | 1 | 1 |")  # mse_over_kalman = 2 * 0.5
+  assert (run / "compare.md").exists() and (run / "compare.png").exists()
+  assert [r.name for r in compare.load_runs(str(run))] == ["solo"]
+
+
+def test_default_metric_is_the_tasks_main_metric(tmp_path):
+  """The trainer records the task's main metric in status.json; compare defaults to it."""
+  for i, task in enumerate(["copy", "copy"]):
+    cfg = {**config("none", i), "task": {"name": task}}
+    make_run(tmp_path / "copy", f"seed={i}", cfg, [2.0, 0.5], "completed",
+             main_metric=("eval/accuracy", "max"))
+  assert compare.default_metric(compare.load_runs(str(tmp_path / "copy"))) == (
+      "eval/accuracy", "max")
+  text = compare.report(str(tmp_path / "copy"))
+  assert "metric: eval/accuracy, mode: max" in text  # higher is better: the task says so
+  make_run(tmp_path / "copy", "other", {**config("none", 5), "task": {"name": "adding"}},
+           [2.0, 0.5], "completed", main_metric=("eval/mse_over_chance", "min"))
+  assert compare.default_metric(compare.load_runs(str(tmp_path / "copy"))) == ("eval/loss", "min")
+  assert compare.resolve_mode("eval/bpc", "auto", ("eval/bpc", "min")) == "min"
+  assert compare.resolve_mode("eval/accuracy", "auto", ("eval/bpc", "min")) == "max"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -251,10 +314,10 @@ def test_cli_prints_table(sweep_dir):
 @pytest.mark.parametrize("args, message", [
     (["{missing}"], "bad input: no directory"),
     (["{empty}"], "bad input: no run directories"),
-    (["{sweep}", "--metric=eval/nope"], "eval/accuracy, eval/loss, perf/steps_per_sec"),
+    (["{sweep}", "--metric=eval/nope"], "eval/accuracy, eval/loss, eval/mse_over_kalman, perf/"),
     (["{sweep}", "--group_by=model.nrom"], "valid model.* keys: model.cell,"),
     (["{sweep}", "--mode=median"], "bad input: "),
-    ([], "bad input: give one sweep directory"),
+    ([], "bad input: give one sweep or run directory"),
     (["{sweep}", "--ylim=2,1"], "bad input: --ylim must be lo,hi with lo < hi, got '2,1'"),
     (["{sweep}", "--ylim=0,x"], "bad input: --ylim must be lo,hi"),
 ])

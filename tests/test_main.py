@@ -222,8 +222,9 @@ def test_overwrite_moves_old_run_aside(tiny_run, tmp_path):
   workdir = copy_of(tiny_run("kalman"), tmp_path)
   before = snapshot(workdir)
   checked(cli("kalman", workdir, tiny("kalman", model__hidden_size=5), overwrite=True))
-  replaced = sorted(workdir.glob("replaced-*"))
-  assert len(replaced) == 1
+  assert not list(workdir.glob("*replaced-*"))  # not inside the run's TensorBoard tree
+  replaced = sorted(workdir.parent.glob("run.replaced-*"))  # a sibling: <workdir>.replaced-<time>
+  assert len(replaced) == 1 and replaced[0].name[len("run.replaced-"):].count("-") == 1
   moved = snapshot(replaced[0])
   assert {k: v[0] for k, v in moved.items()} == {k: v[0] for k, v in before.items()}
   assert json.loads((replaced[0] / "config.json").read_text())["model"]["hidden_size"] == 4
@@ -241,7 +242,8 @@ def test_divergence_exits_3_and_keeps_last_good_checkpoint(tmp_path):
   overrides = tiny("adding", train__steps=20, train__checkpoint_every=1, train__eval_every=20,
                    train__diagnostics_every=20, model__cell="rnn", model__activation="relu",
                    model__recurrent_init="identity", model__recurrent_scale=3.0,
-                   train__learning_rate=1e3, train__clip="none", train__schedule="constant")
+                   train__learning_rate=1e3, train__clip="none", train__schedule="constant",
+                   train__max_loss=1e30)  # the non-finite check, not the max_loss bound
   proc = checked(cli("adding", workdir, overrides), 3)
   status = read_status(str(workdir))
   assert status["state"] == "diverged", status
@@ -315,15 +317,21 @@ def test_sigterm_preempts_and_rerun_completes(tmp_path):
   assert stopped + 5 in steps_on_disk(workdir)
 
 
-def test_corrupt_latest_checkpoint_falls_back(tiny_run, tmp_path):
+@pytest.mark.parametrize("only_array_data", [False, True], ids=["every_file", "array_data"])
+def test_corrupt_latest_checkpoint_falls_back(tiny_run, tmp_path, only_array_data):
   workdir = copy_of(tiny_run("kalman"), tmp_path)
   assert steps_on_disk(workdir) == [2, 3]
   for path in (workdir / "checkpoints" / "3").rglob("*"):
-    if path.is_file():
+    if path.is_file() and (path.parent.name == "d" or not only_array_data):
       path.write_bytes(b"\x00garbage\xff" * 7)
   proc = checked(cli("kalman", workdir, tiny("kalman", train__steps=5)))
   warnings = [line for line in proc.stderr.splitlines() if "unreadable" in line]
-  assert any("step 3" in line for line in warnings), proc.stderr[-5000:]
+  assert len(warnings) == 1 and "step 3" in warnings[0], proc.stderr[-5000:]
+  assert str(workdir / "checkpoints" / "3") in warnings[0] and len(warnings[0]) < 400
+  assert "Error: " in warnings[0]  # the exception's type and a short reason
+  for noise in ("Traceback", "tensorstore_spec", "Event loop is closed", "never retrieved",
+                "Failed to read"):
+    assert noise not in proc.stderr, proc.stderr[-5000:]
   assert "resumed from step 2" in proc.stderr
   status = read_status(str(workdir))
   assert status["state"] == "completed" and status["step"] == 5
@@ -400,3 +408,139 @@ def test_bad_seeds_exit_2_with_one_line(tmp_path, workdir, seeds, message):
   assert len(lines) == 1 and message in lines[0], proc.stderr[-3000:]
   assert "Traceback" not in proc.stderr
   assert not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------ robustness
+
+
+def bad_input_line(proc: subprocess.CompletedProcess) -> str:
+  """The one `bad input` line of a run that exited 2, without a traceback."""
+  checked(proc, 2)
+  lines = [line for line in proc.stderr.splitlines() if "bad input" in line]
+  assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-5000:]
+  return lines[0]
+
+
+def hold_lock(workdir: Path) -> subprocess.Popen:
+  """Another process that holds `workdir`'s lock (as a running `main` does) until killed."""
+  code = ("import sys, time\nfrom rnn_research.training import lock\n"
+          "lock.acquire(sys.argv[1])\nprint('held', flush=True)\ntime.sleep(300)\n")
+  proc = subprocess.Popen([sys.executable, "-c", code, str(workdir)], cwd=ROOT, env=_env(),
+                          stdout=subprocess.PIPE, text=True)
+  assert proc.stdout.readline().strip() == "held"
+  return proc
+
+
+def test_second_main_on_a_busy_workdir_exits_2_naming_the_holder(tiny_run, tmp_path):
+  workdir = copy_of(tiny_run("kalman"), tmp_path)
+  holders = [hold_lock(workdir), hold_lock(tmp_path / "seed=1")]
+  try:
+    before = snapshot(workdir)
+    line = bad_input_line(cli("kalman", workdir, tiny("kalman", train__steps=5)))
+    assert f"pid {holders[0].pid}" in line and "since" in line and "in use" in line
+    seeds = subprocess.run(_args("kalman", tiny("kalman")) + [
+        f"--workdir={tmp_path}/seed={{seed}}", "--seeds=0,1"], cwd=ROOT, env=_env(),
+        capture_output=True, text=True, timeout=TIMEOUT)
+    assert f"pid {holders[1].pid}" in bad_input_line(seeds)  # seed=0 is free, seed=1 is not
+    assert snapshot(workdir) == before
+    assert not (tmp_path / "seed=0").exists()
+  finally:
+    for holder in holders:
+      holder.kill()
+      holder.wait()
+
+
+def test_a_killed_processs_lock_file_does_not_block(tmp_path):
+  workdir = tmp_path / "run"
+  holder = hold_lock(workdir)
+  holder.kill()
+  holder.wait()
+  assert (workdir / ".lock").exists()  # left behind by the killed process
+  checked(cli("kalman", workdir, tiny("kalman")))
+  assert read_status(str(workdir))["state"] == "completed"
+  assert not (workdir / ".lock").exists()
+
+
+def test_unusable_workdir_exits_2_and_changes_nothing(tmp_path):
+  afile = tmp_path / "afile"
+  afile.write_text("notes")
+  assert "is a file" in bad_input_line(cli("kalman", afile, tiny("kalman")))
+  assert afile.read_text() == "notes" and sorted(os.listdir(tmp_path)) == ["afile"]
+
+
+def test_read_only_workdir_exits_2_and_writes_nothing(tmp_path):
+  workdir = tmp_path / "ro"
+  workdir.mkdir()
+  workdir.chmod(0o555)
+  prefix = []
+  if os.geteuid() == 0:  # root writes anywhere: run without the capability that allows it
+    if not shutil.which("setpriv"):
+      pytest.skip("root, and no setpriv to drop CAP_DAC_OVERRIDE")
+    prefix = ["setpriv", "--bounding-set", "-dac_override"]
+  try:
+    proc = subprocess.run(prefix + _args("kalman", tiny("kalman"), workdir), cwd=ROOT,
+                          env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    line = bad_input_line(proc)
+    assert str(workdir) in line and "permission denied" in line
+    assert not os.listdir(workdir)
+  finally:
+    workdir.chmod(0o755)
+
+
+CONFIG_FILES = {
+    "dict.py": ("def get_config(arg=None):\n  return {'train': {'steps': 3}}\n",
+                "get_config() returned a dict, not an ml_collections.ConfigDict"),
+    "raises.py": ("def get_config(arg=None):\n  raise RuntimeError('no such preset')\n",
+                  "raises.py:2 raised RuntimeError: no such preset"),
+    "imports.py": ("import no_such_module\n", "raised ModuleNotFoundError"),
+}
+
+
+@pytest.mark.parametrize("name", [*CONFIG_FILES, "missing.py", "default.py:charlm"])
+def test_bad_config_file_exits_2_with_one_line(tmp_path, name):
+  for file, (text, _) in CONFIG_FILES.items():
+    (tmp_path / file).write_text(text)
+  config = (f"{ROOT}/configs/{name}" if name.startswith("default") else f"{tmp_path}/{name}")
+  workdir = tmp_path / "run"
+  proc = subprocess.run([sys.executable, "-m", "rnn_research.main", f"--config={config}",
+                         f"--workdir={workdir}"], cwd=ROOT, env=_env(), capture_output=True,
+                        text=True, timeout=TIMEOUT)
+  line = bad_input_line(proc)
+  expected = {"missing.py": "missing.py does not exist",
+              "default.py:charlm": "default.for_task('charlm'"}
+  assert (expected.get(name) or CONFIG_FILES[name][1]) in line
+  assert config.split(":")[0] in line  # names the file
+  assert not workdir.exists()
+
+
+def test_config_file_loads_from_another_directory(tmp_path):
+  # Only the package is importable (as after `pip install`), not the repository's `configs`.
+  site = tmp_path / "site"
+  site.mkdir()
+  (site / "rnn_research").symlink_to(ROOT / "rnn_research")
+  env = {**_env(), "PYTHONPATH": str(site)}
+  workdir = tmp_path / "run"
+  args = _args("kalman", tiny("kalman"), workdir)
+  args[3] = f"--config={ROOT}/configs/tasks/kalman.py"  # absolute, from tmp_path
+  checked(subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=TIMEOUT))
+  assert read_status(str(workdir))["state"] == "completed"
+
+
+def test_completed_run_with_every_checkpoint_unreadable_stays_completed(tiny_run, tmp_path):
+  workdir = copy_of(tiny_run("kalman"), tmp_path)
+  for path in (workdir / "checkpoints").rglob("*"):
+    if path.is_file():
+      path.write_bytes(b"\x00garbage\xff" * 7)
+  before = snapshot(workdir)
+  proc = checked(cli("kalman", workdir, tiny("kalman")))
+  assert "already completed at step 3" in proc.stderr
+  assert snapshot(workdir) == before  # nothing trained, nothing rewritten
+  assert read_status(str(workdir))["state"] == "completed"
+
+
+def test_max_to_keep_below_1_exits_2_naming_the_key(tmp_path):
+  workdir = tmp_path / "run"
+  line = bad_input_line(cli("kalman", workdir, tiny("kalman", train__max_to_keep=0)))
+  assert "config.train.max_to_keep" in line
+  assert not workdir.exists()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import glob
 import io
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from tensorboard.backend.event_processing import plugin_event_accumulator as pea
 from tensorboard.plugins.hparams import metadata as hp_metadata
 from tensorboard.util import tensor_util
 
+from rnn_research.training.heatmap import LOG_RANGE, heatmap_figure
 from rnn_research.training.metric_writer import MetricWriter, heatmap_rgb, read_scalars
 
 
@@ -92,9 +94,17 @@ def test_restart_overlap_keeps_newest_value_per_step(tmp_path):
   assert read_scalars(str(tmp_path)) == {"x": [(1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0)]}
 
 
+def color_count(image: np.ndarray, rgb) -> int:
+  """How many pixels of `image` have exactly the colour `rgb`."""
+  return int((image[..., :3] == np.asarray(rgb, np.uint8)).all(-1).sum())
+
+
+VIRIDIS = lambda v: np.asarray(matplotlib.colormaps["viridis"](v, bytes=True))[:3]
+
+
 def test_images_are_pngs_of_expected_size(tmp_path):
   rgb = np.random.default_rng(0).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
-  grid = np.arange(300, dtype=np.float64).reshape(3, 100) + 1.0
+  grid = np.full((3, 100), 1e-3)
   with MetricWriter(str(tmp_path)) as w:
     w.write_images(4, {"sample/rgb": rgb, "grad_flow/norm": grid}, log=True)
   acc = plugin_acc(tmp_path)
@@ -103,30 +113,52 @@ def test_images_are_pngs_of_expected_size(tmp_path):
   assert event.step == 4
   np.testing.assert_array_equal(decode_png(event.tensor_proto), rgb)
   heat = decode_png(acc.Tensors("grad_flow/norm")[0].tensor_proto)
-  assert heat.shape == (60, 300, 3)  # 3 rows x 20 px, 100 columns x 3 px
-  viridis = (matplotlib.colormaps["viridis"]([0.0, 1.0])[:, :3] * 255).round()
-  np.testing.assert_array_equal(heat[0, 0], viridis[0])    # smallest value
-  np.testing.assert_array_equal(heat[-1, -1], viridis[1])  # largest value
+  assert heat.shape[0] >= 150 and heat.shape[1] >= 600 and heat.shape[2] in (3, 4)
+  # 1e-3 is mid-way on the fixed scale 1e-8 .. 1e2: a large block of the middle colour.
+  assert color_count(heat, VIRIDIS(0.5)) > 0.3 * heat.shape[0] * heat.shape[1]
   # The legacy reader sees them as images too.
   legacy = plain_ea.EventAccumulator(str(tmp_path))
   legacy.Reload()
   (image,) = legacy.Images("grad_flow/norm")
-  assert (image.width, image.height) == (300, 60)
+  assert (image.width, image.height) == (heat.shape[1], heat.shape[0])
 
 
-def test_heatmap_scales_and_marks_nonfinite():
-  x = np.array([[1.0, 10.0, 100.0], [np.nan, np.inf, 0.0]])
+def test_log_heatmaps_share_one_fixed_scale_with_a_colour_bar():
+  """The same value has the same colour in every image, whatever the image's own range."""
+  low, high = np.array([[1e-3, 1e-6]]), np.array([[1e-3, 1e1]])
+  a, b = heatmap_rgb(low, log=True), heatmap_rgb(high, log=True)
+  assert a.shape == b.shape and a.dtype == np.uint8
+  cell = a.shape[0] * a.shape[1] // 10
+  for image in (a, b):  # 1e-3: log10 -3 of [-8, 2], mid-way
+    assert color_count(image, VIRIDIS(0.5)) > cell
+  assert color_count(a, VIRIDIS(0.2)) > cell  # 1e-6
+  assert color_count(b, VIRIDIS(0.9)) > cell  # 1e1
+  # The colour bar, drawn into the image: bottom to top, the whole scale (viridis 0 .. 255).
+  fig = heatmap_figure(low, log=True)
+  fig.canvas.draw()
+  image = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+  np.testing.assert_array_equal(image, a)
+  bar = fig.axes[1]
+  box = bar.get_window_extent()
+  rows = range(image.shape[0] - int(box.y1) + 2, image.shape[0] - int(box.y0) - 2)
+  lut = np.array([VIRIDIS(i / 255) for i in range(256)], int)
+  index = [int(np.abs(lut - image[r, int(box.x0 + box.x1) // 2]).sum(1).argmin()) for r in rows]
+  assert index[0] > 245 and index[-1] < 10 and all(np.diff(index) <= 1)
+  assert [t.get_text() for t in bar.get_yticklabels()] == [f"1e{k}" for k in range(-8, 3)]
+  assert bar.get_ylim() == pytest.approx(LOG_RANGE)
+
+
+def test_heatmap_clips_and_marks_nonfinite():
+  x = np.array([[1e-20, 0.0, 1e9], [np.nan, np.inf, -np.inf]])
   img = heatmap_rgb(x, log=True)
-  # 2 rows x 30 px reach the 60 px minimum; columns stop at 32 px per cell.
-  assert img.dtype == np.uint8 and img.shape == (60, 96, 3)
-  cell = lambda r, c: img[r * 30, c * 32]
-  viridis = (matplotlib.colormaps["viridis"]([0.0, 0.5, 1.0])[:, :3] * 255).round()
-  np.testing.assert_array_equal(cell(0, 1), viridis[1])  # log10: 10 is mid-way
-  np.testing.assert_array_equal(cell(1, 0), [255, 0, 0])
-  np.testing.assert_array_equal(cell(1, 1), [255, 0, 0])
-  np.testing.assert_array_equal(cell(1, 2), viridis[0])  # non-positive under log: lowest
-  big = heatmap_rgb(np.zeros((500, 1000)))  # constant, large: no upsampling
-  assert big.shape == (500, 1000, 3)
+  cell = img.shape[0] * img.shape[1] // 20
+  assert color_count(img, [255, 0, 0]) > 2 * cell  # NaN, inf and -inf: red, not an error
+  assert color_count(img, VIRIDIS(0.0)) > 2 * cell  # 1e-20 and 0: below the scale, lowest
+  assert color_count(img, VIRIDIS(1.0)) > cell      # 1e9: above it, highest
+  linear = heatmap_rgb(np.array([[1.0, 2.0, 3.0]]))  # without log: its own min..max
+  assert color_count(linear, VIRIDIS(0.5)) > linear.shape[0] * linear.shape[1] // 10
+  with pytest.raises(ValueError, match="2-D"):
+    heatmap_rgb(np.zeros(3))
 
 
 def test_bad_image_raises(tmp_path):
@@ -145,30 +177,90 @@ def test_text_round_trip(tmp_path):
   assert tensor_util.make_ndarray(event.tensor_proto).item().decode("utf-8") == text
 
 
-def test_hparams_are_listed_for_the_dashboard(tmp_path):
-  hparams = {"model.cell": "lstm", "train.lr": 0.01, "model.layers": 2, "seed": np.int64(1),
-             "use_clip": True, "extra": None}
-  with MetricWriter(str(tmp_path)) as w:
-    w.write_hparams(hparams, ["eval/loss"])
-    w.write_scalars(1, {"eval/loss": 0.5})
-  content = plugin_acc(tmp_path).PluginTagToContent(hp_metadata.PLUGIN_NAME)
+def hparams_content(logdir) -> tuple:
+  """(session start info, experiment or None) as TensorBoard's hparams plugin reads them."""
+  content = plugin_acc(logdir).PluginTagToContent(hp_metadata.PLUGIN_NAME)
   start = hp_metadata.parse_session_start_info_plugin_data(
       content[hp_metadata.SESSION_START_INFO_TAG])
-  assert start.hparams["model.cell"].string_value == "lstm"
+  experiment = content.get(hp_metadata.EXPERIMENT_TAG)
+  return start, experiment and hp_metadata.parse_experiment_plugin_data(experiment)
+
+
+def test_hparams_name_the_trial_by_its_run_and_put_the_main_metric_first(tmp_path):
+  run = tmp_path / "norm=layer,seed=2"
+  (tmp_path / "sweep.json").write_text(json.dumps({"members": [
+      {"name": "norm=layer,seed=2", "overrides": {"model.norm": "layer", "train.seed": 2}}]}))
+  hparams = {"model.norm": "layer", "train.lr": 0.01, "model.layers": 2, "train.seed": np.int64(2),
+             "use_clip": True, "extra": None, "task.name": "kalman"}
+  with MetricWriter(str(run)) as w:
+    w.write_hparams(hparams, ["eval/mse_over_kalman"])
+    w.write_scalars(1, {"train/loss": 0.9})
+    w.write_scalars(10, {"eval/loss": 0.5, "eval/mse": 0.5, "eval/kalman_mse": 0.4,
+                         "eval/mse_over_kalman": 1.25})
+  start, experiment = hparams_content(run)
+  assert start.group_name == "norm=layer,seed=2"  # not a hash of the values
+  assert start.hparams["model.norm"].string_value == "layer"
   assert start.hparams["train.lr"].number_value == 0.01
-  assert start.hparams["seed"].number_value == 1
+  assert start.hparams["train.seed"].number_value == 2
   assert start.hparams["use_clip"].bool_value is True
   assert start.hparams["extra"].string_value == "None"
-  experiment = hp_metadata.parse_experiment_plugin_data(content[hp_metadata.EXPERIMENT_TAG])
-  assert [m.name.tag for m in experiment.metric_infos] == ["eval/loss"]
+  assert [m.name.tag for m in experiment.metric_infos] == [
+      "eval/mse_over_kalman", "eval/kalman_mse", "eval/loss", "eval/mse", "train/loss"]
   assert {h.name for h in experiment.hparam_infos} == set(hparams)
+  assert {h.name for h in experiment.hparam_infos if h.differs} == {"model.norm", "train.seed"}
 
 
-def test_hparams_without_metrics_leave_the_experiment_to_tensorboard(tmp_path):
+def test_hparams_experiment_is_written_at_close_without_an_eval(tmp_path):
+  with MetricWriter(str(tmp_path / "alone")) as w:
+    w.write_hparams({"norm": "batch"}, ["eval/bits"])
+  start, experiment = hparams_content(tmp_path / "alone")
+  assert start.group_name == "alone"
+  assert [m.name.tag for m in experiment.metric_infos] == ["eval/bits", "train/loss"]
+  assert not any(h.differs for h in experiment.hparam_infos)  # no sweep.json
+
+
+def legacy_scalars(logdir, tag: str) -> list[tuple[int, float]]:
+  acc = plain_ea.EventAccumulator(str(logdir))
+  acc.Reload()
+  return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_resume_shows_each_step_once_under_both_loaders(tmp_path):
+  """Killed after step 230 with its checkpoint at 200: the rerun of 210..230 replaces them."""
+  with MetricWriter(str(tmp_path)) as first:
+    first.write_hparams({"task.name": "adding"})
+    for step in (100, 200, 210, 220, 230):
+      first.write_scalars(step, {"train/loss": float(step)})
+    first.write_images(230, {"grad_flow/norm_dL_dh": np.ones((2, 3))}, log=True)
+  with MetricWriter(str(tmp_path)) as second:  # resumed at step 200
+    second.write_hparams({"task.name": "adding"})
+    for step in (210, 220, 230, 240):
+      second.write_scalars(step, {"train/loss": -float(step)})
+  expected = [(100, 100.0), (200, 200.0), (210, -210.0), (220, -220.0), (230, -230.0),
+              (240, -240.0)]
+  assert legacy_scalars(tmp_path, "train/loss") == expected  # --load_fast=false
+  acc = plugin_acc(tmp_path)
+  assert [(e.step, float(tensor_util.make_ndarray(e.tensor_proto)))
+          for e in acc.Tensors("train/loss")] == expected
+  assert "images" not in acc.ActivePlugins()  # its only image was at step 230, which re-runs
+  assert hparams_content(tmp_path)[0].group_name == tmp_path.name  # step 0 is kept
+  assert len(glob.glob(str(tmp_path / "*tfevents*"))) == 2
+  assert not glob.glob(str(tmp_path / ".*"))  # no temporary file left
+
+
+def test_truncate_after_drops_later_steps_and_a_torn_tail(tmp_path):
   with MetricWriter(str(tmp_path)) as w:
-    w.write_hparams({"norm": "batch"})
-  content = plugin_acc(tmp_path).PluginTagToContent(hp_metadata.PLUGIN_NAME)
-  assert set(content) == {hp_metadata.SESSION_START_INFO_TAG}
+    for step in range(1, 6):
+      w.write_scalars(step, {"x": float(step)})
+  (path,) = glob.glob(str(tmp_path / "*tfevents*"))
+  with open(path, "ab") as f:
+    f.write(b"\x30\x00\x00\x00\x00")  # a record cut short by a kill
+  with MetricWriter(str(tmp_path), rewind=False) as w:
+    assert w.truncate_after(3) == 2
+    assert w.truncate_after(3) == 0
+    w.write_scalars(2, {"y": 1.0})  # rewind=False: nothing else is dropped
+  assert read_scalars(str(tmp_path)) == {"x": [(1, 1.0), (2, 2.0), (3, 3.0)], "y": [(2, 1.0)]}
+  assert legacy_scalars(tmp_path, "x") == [(1, 1.0), (2, 2.0), (3, 3.0)]
 
 
 def test_module_imports_neither_jax_nor_tensorflow(tmp_path):

@@ -194,13 +194,16 @@ def fake_sweep(report, monkeypatch):
   """Replaces `run_sweep` with one that records its calls and, per call, takes the next
   (seconds on report's clock, counts) from `results`; returns (calls, results)."""
   calls: list[tuple[str, str, int]] = []
-  results: list[tuple[float, dict[str, int]]] = []
+  results: list[tuple[float, dict[str, int] | Exception]] = []
   clock = [1000.0]
 
-  def run_sweep(config_arg: str, workdir: str, *, parallel: int) -> dict[str, int]:
-    calls.append((config_arg, workdir, parallel))
+  def run_sweep(config_arg: str, workdir: str, *, parallel: int,
+                rerun_changed: bool) -> dict[str, int]:
+    calls.append((config_arg, workdir, parallel) + ((True,) if rerun_changed else ()))
     seconds, c = results.pop(0)
     clock[0] += seconds
+    if isinstance(c, Exception):
+      raise c
     return c
 
   monkeypatch.setattr(report, "run_sweep", run_sweep)
@@ -258,7 +261,7 @@ def test_main_runs_only_matching_sections_but_reports_all(report, report_cli, tw
   monkeypatch.setattr(report, "run_sections", lambda *args: ran.append(args))
   parse_and_run_main(report_cli, f"--workdir={workdir}", f"--docs={docs}", "--only=^b$",
                      "--parallel=3")
-  assert ran == [(str(workdir), [sections[1]], 3)]
+  assert ran == [(str(workdir), [sections[1]], 3, False)]
   text = (docs / "REPORT.md").read_text(encoding="utf-8")
   assert TABLE_A in text and TABLE_B in text and "{{" not in text
   assert f"`python -m rnn_research.report --workdir={workdir} --parallel=3`" in text
@@ -359,3 +362,34 @@ def test_run_sections_times_a_sweep_that_failed(report, fake_sweep, tmp_path):
   with pytest.raises(RuntimeError):
     report.run_sections(str(tmp_path), [report.Section("a", "x.py", "eval/loss")], 2)
   assert json.loads((tmp_path / report.TIMES).read_text()) == {"a": 30.0}
+
+
+def test_run_sections_passes_rerun_changed_and_stops_at_a_changed_sweep(report, fake_sweep,
+                                                                       tmp_path):
+  from rnn_research.experiments.sweep_spec import SweepError
+
+  calls, results = fake_sweep
+  sections = [report.Section("a", "x.py", "eval/loss"), report.Section("b", "y.py", "eval/loss")]
+  results += [(1.0, SweepError("1 member(s) in a ran with another config ... --rerun_changed"))]
+  with pytest.raises(report.BadSweep, match=r"^a: bad input: 1 member\(s\) in a ran with "
+                     r"another config .*--rerun_changed"):
+    report.run_sections(str(tmp_path), sections, 2)
+  assert calls == [("x.py", str(tmp_path / "a"), 2)]  # b never ran
+  results += [(5.0, counts(completed=2)), (1.0, counts(completed=1, skipped=1))]
+  report.run_sections(str(tmp_path), sections, 2, rerun_changed=True)
+  assert calls[1:] == [("x.py", str(tmp_path / "a"), 2, True), ("y.py", str(tmp_path / "b"), 2,
+                                                                True)]
+
+
+def test_run_sections_times_an_interrupted_sweep_and_stops(report, fake_sweep, tmp_path):
+  import signal
+
+  from rnn_research.experiments.sweep_runner import Interrupted
+
+  calls, results = fake_sweep
+  sections = [report.Section("a", "x.py", "eval/loss"), report.Section("b", "y.py", "eval/loss")]
+  results += [(20.0, Interrupted(signal.SIGTERM, counts(completed=1, preempted=1)))]
+  with pytest.raises(Interrupted):
+    report.run_sections(str(tmp_path), sections, 2)
+  assert [c[0] for c in calls] == ["x.py"]
+  assert json.loads((tmp_path / report.TIMES).read_text()) == {"a": 20.0}

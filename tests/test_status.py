@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import threading
 
 import pytest
@@ -90,3 +91,15 @@ def test_concurrent_reader_always_sees_whole_json(tmp_path):
   assert not bad, bad[:3]
   assert seen and seen == sorted(seen)
   assert read_status(str(tmp_path))["step"] == 149
+
+
+@pytest.mark.parametrize("umask,expected", [(0o022, 0o644), (0o027, 0o640)])
+def test_status_file_mode_follows_the_umask(tmp_path, umask, expected):
+  """Readable by others as open() would make it (tempfile.mkstemp would give 0o600)."""
+  previous = os.umask(umask)
+  try:
+    write_status(str(tmp_path), state="running", step=0)
+    write_status(str(tmp_path), step=1)  # a rewrite keeps the mode
+  finally:
+    os.umask(previous)
+  assert stat.S_IMODE(os.stat(status.status_path(str(tmp_path))).st_mode) == expected

@@ -270,7 +270,8 @@ def test_run_local_pins_each_job_to_its_cores(tmp_path):
   jobs = [launch.Job([f"job{k}"], [sys.executable, "-c", probe, str(code)])
           for k, code in enumerate([0, 3])]
   reported = {}
-  launch.run_local(jobs, str(tmp_path), 2, lambda job, rc, s: reported.update({job.names[0]: rc}))
+  assert launch.run_local(jobs, str(tmp_path), 2,
+                          lambda job, rc, s, running: reported.update({job.names[0]: rc})) is None
   assert reported == {"job0": 0, "job1": 3}
   slices = launch.core_slices(2)
   seen = []
@@ -454,21 +455,20 @@ def test_a_failing_member_is_counted_and_the_sweep_goes_on(tiny_sweep, tmp_path)
   path, workdir, _ = tiny_sweep
   copy = tmp_path / "runs"
   shutil.copytree(workdir, copy)
-  # The first member's directory now holds a run of another config: main refuses it (exit 2).
+  # The first member's checkpoints are a file, not a directory: main fails (exit 1). (A run
+  # of another config would stop the whole sweep first: tests/test_sweep_trust.py.)
   # The second member lost its status: it resumes at its last step and completes again.
   failing, rerun = copy / GOOD[0], copy / GOOD[1]
-  config = json.loads((failing / "config.json").read_text())
-  config["model"]["hidden_size"] = 5
-  (failing / "config.json").write_text(json.dumps(config))
+  shutil.rmtree(failing / "checkpoints")
+  (failing / "checkpoints").write_text("not a directory")
   (failing / "status.json").unlink()
   (rerun / "status.json").unlink()
   proc = checked(run_cli(path, copy, "--parallel=1"), 1)
   assert summary(proc.stdout) == {"completed": 1, "diverged": 2, "failed": 1, "skipped": 2}
   line = next(l for l in proc.stdout.splitlines() if f"] {GOOD[0]}: " in l)
-  assert ": failed in" in line and "exit code 2" in line
-  assert "different config" in (copy / "logs" / f"{GOOD[0]}.log").read_text()
-  assert json.loads((failing / "config.json").read_text())["model"]["hidden_size"] == 5
-  assert read_status(str(failing)) == {}
+  assert ": failed in" in line and "exit code 1" in line and "FileExistsError" in line
+  assert "FileExistsError" in (copy / "logs" / f"{GOOD[0]}.log").read_text()
+  assert read_status(str(failing))["state"] == "failed"
   assert read_status(str(rerun))["state"] == "completed"
   # the failure came first (--parallel=1, member order) and the sweep went on after it
   order = [l.split("] ", 1)[1].split(":")[0] for l in proc.stdout.splitlines()

@@ -1,6 +1,7 @@
 """Declaring a sweep (`rnn_research.experiments.sweep_spec`): the member builders (sweep, seeds, product,
 zipit and their dict shorthand), member names, applying overrides to a locked config, loading
-a sweep file, and `check` reporting every bad member in one SweepError before anything runs.
+a sweep file, command-line overrides for every member (`with_overrides`), and `check` reporting
+every bad member in one SweepError before anything runs.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from configs import default
 from rnn_research.training import train
 from rnn_research.experiments.sweep_spec import (Sweep, SweepError, apply, check, load, member_names,
-                                     product, seeds, sweep, zipit)
+                                     product, seeds, sweep, with_overrides, zipit)
 
 
 def base() -> ml_collections.ConfigDict:
@@ -153,6 +154,15 @@ def test_apply_promotes_int_to_float():
   assert type(out.train.learning_rate) is float and out.train.learning_rate == 1.0
 
 
+def test_apply_types_an_unset_key_by_its_placeholder():
+  """train.eval_every is unset (None) until given; a sweep may set it, as an int only."""
+  config = base()
+  assert config.train.eval_every is None
+  assert apply(config, {"train.eval_every": 5}).train.eval_every == 5
+  with pytest.raises(SweepError, match="train.eval_every is int"):
+    apply(config, {"train.eval_every": "5"})
+
+
 def test_apply_rejects_unknown_key_naming_valid_ones():
   with pytest.raises(SweepError, match="unknown key 'model.cel'") as err:
     apply(base(), {"model.cel": "rnn"})
@@ -191,6 +201,50 @@ def test_apply_rejects_a_section_as_a_value():
 def test_apply_rejects_non_scalar_values(value):
   with pytest.raises(SweepError, match="must be bool, int, float or str"):
     apply(base(), {"model.hidden_size": value})
+
+
+# ------------------------------------------------------------------- command-line overrides
+
+
+def test_with_overrides_applies_typed_values_to_every_member():
+  swp = sweep_of(product(sweep("model.cell", ["rnn", "lstm"]), seeds(2)))
+  out = with_overrides(swp, ["train.steps=20", "train.learning_rate=0.01", "model.remat=true",
+                             "train.clip=none"])
+  assert out.overrides == ("train.steps=20", "train.learning_rate=0.01", "model.remat=true",
+                           "train.clip=none")
+  assert (out.members, out.names) == (swp.members, swp.names)
+  for i in range(4):
+    config = out.config(i)
+    assert (config.train.steps, config.train.learning_rate) == (20, 0.01)
+    assert type(config.train.steps) is int and config.model.remat is True
+    assert config.train.clip == "none" and config.model.cell == swp.members[i]["model.cell"]
+  assert swp.base.train.steps == 4 and swp.config(0).train.steps == 4  # swp is left alone
+  assert with_overrides(swp, []) is swp
+
+
+def test_with_overrides_refuses_a_key_that_a_member_sets_naming_them():
+  swp = sweep_of(product(sweep("model.cell", ["rnn", "lstm"]), seeds(2)))
+  with pytest.raises(SweepError) as err:
+    with_overrides(swp, ["train.steps=20", "train.seed=5"])
+  message = str(err.value)
+  assert "train.seed is set by member(s) cell=rnn,seed=0, cell=rnn,seed=1, cell=lstm,seed=0, " \
+         "cell=lstm,seed=1" in message
+  assert "train.steps" not in message and "\n" not in message
+  many = sweep_of(seeds(6))
+  with pytest.raises(SweepError, match=r"seed=0, seed=1, seed=2, seed=3 and 2 more;"):
+    with_overrides(many, ["train.seed=1"])
+
+
+@pytest.mark.parametrize("text,match", [
+    ("train.stpes=20", r"unknown key 'train.stpes': config.train has no 'stpes'; valid: .*'steps'"),
+    ("modle.cell=rnn", r"unknown key 'modle.cell': the config has no 'modle'"),
+    ("train.steps=many", r"bad config override: .*train.steps=many.*invalid literal for int"),
+    ("train.steps", r"--config.train.steps: write a config override as --config.<key>=<value>"),
+    ("train=3", r"train is a config section, not a value"),
+])
+def test_with_overrides_rejects_bad_overrides(text, match):
+  with pytest.raises(SweepError, match=match):
+    with_overrides(sweep_of(seeds(2)), ["train.steps=3", text])
 
 
 # ------------------------------------------------------------------------------------- load

@@ -184,3 +184,12 @@ def test_config_dict_sections_are_accepted():
   cfg.delay = 3
   task = TASKS.get(cfg.name)(cfg, B, 0)
   assert task.cfg.delay == 3 and task.train_batch(0)["x"].shape[1] == 2 * 5 + 3 + 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_main_metric_is_a_logged_metric(name):
+  """Each task names its main metric (the trainer records it in status.json for `compare`
+  and puts it first in the HParams dashboard): one of the metrics it logs."""
+  tag, mode = TASKS.get(name).main_metric
+  assert tag.startswith("eval/") and tag[len("eval/"):] in METRICS[name] | {"loss"}
+  assert mode in ("min", "max") and (mode == "max") == ("accuracy" in tag)

@@ -1,10 +1,11 @@
-"""Compares the runs of an ablation sweep: one ranked row per group, and their curves.
+"""Compares the runs of an ablation sweep (or one run): one ranked row per group, and their curves.
 
 Reads each member's config.json, status.json and event files (never jax), so it works on a
 sweep that is still running. Runs are grouped by `group_by`'s config keys, or else by their
 sweep overrides except `train.seed` (seeds are what a group averages over). `report` writes
-`<out>/compare.md` (the markdown table) and `<out>/compare.png` (compare_plot.py). The command
-line is `python -m rnn_research.compare` (rnn_research/compare.py).
+`<out>/compare.md` (the markdown table) and `<out>/compare.png` (compare_plot.py). The metric
+defaults to the task's main metric (`Task.main_metric`, recorded in each run's status.json). The
+command line is `python -m rnn_research.compare` (rnn_research/compare.py).
 
 A run's final value is the last logged value of the metric (a running run's latest one).
 Diverged and failed runs stopped early: they give no final or best value and never count as
@@ -76,21 +77,33 @@ def _read_json(path: str) -> dict[str, Any] | None:
     return None
 
 
+def _is_run(path: str) -> bool:
+  return any(os.path.isfile(os.path.join(path, f)) for f in ("config.json", "status.json"))
+
+
 def load_runs(directory: str) -> list[Run]:
-  """Every member run in `directory` (subdirectories with config.json or status.json)."""
+  """Every member run in `directory` (subdirectories with config.json or status.json), or
+  the one run that `directory` is."""
   if not os.path.isdir(directory):
     raise ValueError(f"no directory {directory}")
-  runs = []
-  for name in sorted(os.listdir(directory)):
-    path = os.path.join(directory, name)
-    if name.startswith(("replaced-", ".")) or not any(
-        os.path.isfile(os.path.join(path, f)) for f in ("config.json", "status.json")):
-      continue
-    config = _read_json(os.path.join(path, "config.json")) or {}
-    runs.append(Run(name, path, config, read_status(path), read_scalars(path)))
+  if _is_run(directory):
+    found = [(os.path.basename(os.path.abspath(directory)), directory)]
+  else:
+    found = [(name, os.path.join(directory, name)) for name in sorted(os.listdir(directory))
+             if not name.startswith((".", "replaced-")) and ".replaced-" not in name
+             and _is_run(os.path.join(directory, name))]
+  runs = [Run(name, path, _read_json(os.path.join(path, "config.json")) or {}, read_status(path),
+              read_scalars(path)) for name, path in found]
   if not runs:
     raise ValueError(f"no run directories (with config.json or status.json) in {directory}")
   return runs
+
+
+def default_metric(runs: list[Run]) -> tuple[str, str]:
+  """The main metric (tag, "min" | "max") of the runs' task (`Task.main_metric`, which the
+  trainer records in status.json); ("eval/loss", "min") when the runs name none or several."""
+  named = {tuple(r.status["main_metric"]) for r in runs if r.status.get("main_metric")}
+  return named.pop() if len(named) == 1 else ("eval/loss", "min")
 
 
 def _fmt(value: Any) -> str:
@@ -139,9 +152,12 @@ def group_runs(runs: list[Run], group_by: list[str] | None,
   return groups
 
 
-def resolve_mode(metric: str, mode: str) -> str:
-  """"min" or "max"; "auto" is max for accuracies (a name with "accuracy" or an "acc" word)."""
+def resolve_mode(metric: str, mode: str, main: tuple[str, str] | None = None) -> str:
+  """"min" or "max"; "auto" is the task's for its main metric (`main`: (tag, mode)), else max
+  for accuracies (a name with "accuracy" or an "acc" word)."""
   if mode == "auto":
+    if main and main[0] == metric:
+      return main[1]
     name = metric.lower()
     return "max" if "accuracy" in name or "acc" in re.split(r"[^a-z0-9]+", name) else "min"
   if mode not in ("min", "max"):
@@ -208,14 +224,17 @@ def markdown_table(rows: list[Row], threshold: float | None = None) -> str:
   return "\n".join(lines)
 
 
-def report(directory: str, metric: str = "eval/loss", group_by: list[str] | None = None,
+def report(directory: str, metric: str | None = None, group_by: list[str] | None = None,
            threshold: float | None = None, mode: str = "auto", out: str | None = None,
            ylim: tuple[float, float] | None = None) -> str:
-  """Compares the sweep in `directory`; writes compare.md and .png; returns the .md text."""
+  """Compares the sweep (or the one run) in `directory` by `metric` (default: the task's main
+  metric); writes compare.md and .png; returns the .md text."""
   from rnn_research.experiments.compare_plot import plot  # (matplotlib; it imports this module)
 
   runs = load_runs(directory)
-  mode = resolve_mode(metric, mode)
+  main = default_metric(runs)
+  metric = metric or main[0]
+  mode = resolve_mode(metric, mode, main)
   tags = set().union(*(r.scalars for r in runs))
   if metric not in tags:
     raise ValueError(f"metric {metric!r} is in no run; scalar tags: "

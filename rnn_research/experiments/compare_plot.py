@@ -1,7 +1,10 @@
 """The figure of `compare`: each group's curves of one metric over the training steps.
 
 Per group, the mean curve over its runs that did not stop early, shaded from their min to
-their max; a diverged or failed run is drawn thin, with an 'x' at its last finite point.
+their max; a diverged or failed run is drawn thin, with an 'x' at its last finite point. The
+y range comes from the runs that neither stopped nor went far beyond the others, so one
+exploded member neither squashes the others nor makes the axis logarithmic; what lies beyond
+the range is drawn at its edge and marked with the run's name and value.
 matplotlib is imported when a figure is drawn, never by `compare` itself.
 """
 from __future__ import annotations
@@ -30,45 +33,102 @@ def _align(series: list[Series]) -> tuple[np.ndarray, np.ndarray]:
   return np.array(steps)[keep], matrix[:, keep]
 
 
-def _draw_group(ax: Any, runs: list[Run], metric: str, color: Any, label: str) -> list[float]:
-  """Draws one group (the legend names its first line); returns the values drawn."""
-  shown: list[float] = []
+def _curve(run: Run, metric: str) -> np.ndarray:
+  """The finite values `run` logged for `metric`."""
+  return np.array([v for _, v in finite_series(run, metric)])
+
+
+def outliers(runs: list[Run], metric: str, mode: str) -> set[str]:
+  """Names of runs that did not stop but went far beyond the others on the bad side (above for
+  "min", below for "max"): their extreme lies beyond the others' median extreme by more than
+  the others' median band (median min..median max), and at least a decade on a log scale."""
+  curves = {r.name: _curve(r, metric) for r in runs if r.state not in STOPPED}
+  curves = {k: v for k, v in curves.items() if v.size}
+  log = bool(curves) and all(v.min() > 0 for v in curves.values())
+  t = {k: np.log10(v) if log else v for k, v in curves.items()}
+  sign = 1.0 if mode == "min" else -1.0
+  out = set()
+  for name, values in t.items():
+    others = [v for k, v in t.items() if k != name]
+    if not others:
+      continue
+    lo, hi = np.median([v.min() for v in others]), np.median([v.max() for v in others])
+    reach = max(hi - lo, 1.0 if log else 1e-12 + 0.1 * max(abs(lo), abs(hi)))
+    edge = hi if sign > 0 else lo
+    if sign * ((values.max() if sign > 0 else values.min()) - edge) > reach:
+      out.add(name)
+  return out
+
+
+def axis_range(groups: dict[str, list[Run]], metric: str, mode: str,
+               ylim: tuple[float, float] | None) -> tuple[tuple[float, float], bool, set[str]]:
+  """((lo, hi), log scale?, names of the runs kept out of the range): the range spans the
+  runs that neither stopped (diverged, failed) nor went far beyond the others (`outliers`),
+  or `ylim`; log where those values are positive and span over a decade."""
+  runs = [r for members in groups.values() for r in members]
+  off = {r.name for r in runs if r.state in STOPPED} | outliers(runs, metric, mode)
+  kept = [_curve(r, metric) for r in runs if r.name not in off]
+  values = np.concatenate([v for v in kept if v.size] or [_curve(r, metric) for r in runs]
+                          or [np.zeros(0)])
+  if ylim is not None:
+    values = values[(values >= ylim[0]) & (values <= ylim[1])]
+  log = bool(values.size) and values.min() > 0 and values.max() / values.min() > 10
+  if ylim is not None or not values.size:
+    return ylim or (0.0, 1.0), log, off
+  lo, hi = float(values.min()), float(values.max())
+  if log:
+    pad = (hi / lo) ** 0.05
+    return (lo / pad, hi * pad), log, off
+  pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 0.05
+  return (lo - pad, hi + pad), log, off
+
+
+def _mark_off(ax: Any, run: Run, metric: str, color: Any, lim: tuple[float, float]) -> None:
+  """Marks where `run` leaves the axis range: at the edge, its most extreme point, labelled."""
+  series = finite_series(run, metric)
+  beyond = [(s, v) for s, v in series if not lim[0] <= v <= lim[1]]
+  if beyond:
+    step, value = max(beyond, key=lambda p: abs(p[1] - np.clip(p[1], *lim)))
+    top = value > lim[1]
+    ax.plot(step, lim[1] if top else lim[0], "^" if top else "v", color=color, ms=9,
+            clip_on=False)
+    ax.annotate(f"{run.name}: {value:.3g}", (step, lim[1] if top else lim[0]),
+                xytext=(4, -12 if top else 4), textcoords="offset points", fontsize="x-small",
+                color=color, annotation_clip=False)
+
+
+def _draw_group(ax: Any, runs: list[Run], metric: str, color: Any, label: str,
+                lim: tuple[float, float], off: set[str]) -> None:
+  """Draws one group (the legend names its first line): the mean and min..max of its runs in
+  the range; each run out of it (stopped, or far beyond) thin, clipped to the range and
+  marked at its edge; a stopped run's last point as an 'x'."""
   label_once: str | None = label
-  alive = [s for s in (finite_series(r, metric) for r in runs if r.state not in STOPPED) if s]
-  if alive:
-    steps, matrix = _align(alive)
+  inside = [s for s in (finite_series(r, metric) for r in runs if r.name not in off) if s]
+  if inside:
+    steps, matrix = _align(inside)
     ax.plot(steps, np.nanmean(matrix, 0), color=color, lw=2, label=label_once)
     ax.fill_between(steps, np.nanmin(matrix, 0), np.nanmax(matrix, 0), color=color, alpha=0.2)
-    shown += list(matrix[~np.isnan(matrix)])
     label_once = None
   for run in runs:
     series = finite_series(run, metric)
-    if run.state in STOPPED and series:
+    if run.name in off and series:
       x, y = zip(*series)
+      y = np.clip(y, *lim)
       ax.plot(x, y, color=color, lw=0.8, alpha=0.8, label=label_once)
-      ax.plot(x[-1], y[-1], "x", color=color, ms=9, mew=2)
-      shown += y
+      if run.state in STOPPED:
+        ax.plot(x[-1], y[-1], "x", color=color, ms=9, mew=2, clip_on=False)
+      _mark_off(ax, run, metric, color, lim)
       label_once = None
-  return shown
-
-
-def _set_scale(ax: Any, shown: list[float], ylim: tuple[float, float] | None) -> None:
-  """Log scale where the values inside `ylim` (all, if None) span over a decade."""
-  values = np.array(shown)
-  if ylim is not None:
-    values = values[(values >= ylim[0]) & (values <= ylim[1])]
-  if values.size and values.min() > 0 and values.max() / values.min() > 10:
-    ax.set_yscale("log")
-  if ylim is not None:
-    ax.set_ylim(*ylim)
 
 
 def plot(groups: dict[str, list[Run]], metric: str, mode: str, path: str,
          ylim: tuple[float, float] | None = None) -> Any:
-  """Per group: mean curve over its runs, shaded min..max; stopped runs thin with an 'x'.
+  """Per group: mean curve over its runs in range, shaded min..max; the others thin.
 
-  `ylim` fixes the y range (an exploded run can otherwise squash every other curve). Saves the
-  figure to `path` (atomically; its format from the extension) and returns it (a Figure).
+  The y range (`axis_range`, or `ylim`) leaves out diverged runs and runs far beyond the
+  others; what lies beyond it is drawn at its edge, and each such run is marked there with
+  its name and extreme value. Saves the figure to `path` (atomically; its format from the
+  extension) and returns it (a Figure).
   """
   import matplotlib  # deferred: only the plot needs it
   matplotlib.use("Agg")
@@ -76,13 +136,16 @@ def plot(groups: dict[str, list[Run]], metric: str, mode: str, path: str,
 
   fig = Figure(figsize=(11, 5.5), layout="constrained")
   ax = fig.subplots()
-  shown: list[float] = []
+  lim, log, off = axis_range(groups, metric, mode, ylim)
   palette = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
   for i, (name, runs) in enumerate(groups.items()):
-    shown += _draw_group(ax, runs, metric, palette(i % palette.N), name)
+    _draw_group(ax, runs, metric, palette(i % palette.N), name, lim, off)
   if any(r.state in STOPPED for runs in groups.values() for r in runs):
     ax.plot([], [], "x", color="gray", label="diverged/failed (last point)")
-  _set_scale(ax, shown, ylim)
+  if any(r.name in off for runs in groups.values() for r in runs):
+    ax.plot([], [], "^", color="gray", label="off the axis (name: extreme value)")
+  ax.set_yscale("log" if log else "linear")
+  ax.set_ylim(*lim)
   better = "lower" if mode == "min" else "higher"
   ax.set(xlabel="step", ylabel=metric,
          title=f"{metric}: mean over runs, shaded min..max ({better} is better)")

@@ -1,7 +1,9 @@
 """The lecture's claims, measured: run (or reuse) the shipped sweeps and regenerate docs/REPORT.md.
 
 For each entry of `SECTIONS` the sweep runs in `<workdir>/<key>/` through
-`sweep_runner.run_sweep` (resumably: a finished sweep is reused as it is), `compare` writes its
+`sweep_runner.run_sweep` (resumably: a finished sweep is reused as it is, unless its sweep file
+now gives a member another config than the one it ran with: that stops the report unless
+`rerun_changed` moves the old runs aside and trains them again), `compare` writes its
 table and figure to `docs/report/<key>/`, and every `{{table:<key>}}`, `{{figure:<key>}}` and
 `{{wall:<key>}}` in `docs/REPORT.template.md` is filled in, together with `{{command}}`,
 `{{commit}}`, `{{total_wall}}` and `{{date}}`, giving `docs/REPORT.md`. The prose around the
@@ -20,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from rnn_research.experiments.sweep_runner import OUTCOMES, run_sweep
+from rnn_research.experiments.sweep_runner import OUTCOMES, Interrupted, run_sweep
 from rnn_research.training import atomic
 
 
@@ -83,12 +85,17 @@ def _commit() -> str:
   return (out.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty else "")
 
 
-def run_sections(workdir: str, sections: list[Section], parallel: int) -> None:
+class BadSweep(RuntimeError):
+  """A section's sweep had bad input (a changed member included); nothing of it ran."""
+
+
+def run_sections(workdir: str, sections: list[Section], parallel: int,
+                 rerun_changed: bool = False) -> None:
   """Runs each section's sweep (skipping what is done) and adds its wall time to TIMES.
 
   One sweep per directory (tables of the same sweep share it), each printing what it does. A
-  sweep with bad input (nothing ran) or a failed member (its time is recorded) raises
-  RuntimeError; the later ones do not run.
+  sweep with bad input (nothing ran: BadSweep) or a failed member (its time is recorded)
+  raises RuntimeError, a signal Interrupted (its time is recorded); the later ones do not run.
   """
   configs: dict[str, str] = {}
   for s in sections:
@@ -96,19 +103,26 @@ def run_sections(workdir: str, sections: list[Section], parallel: int) -> None:
   for key, config in configs.items():
     directory = os.path.join(workdir, key)
     print(f"$ {sys.executable} -m rnn_research.sweep --config={config} --workdir={directory} "
-          f"--parallel={parallel}", flush=True)
+          f"--parallel={parallel}" + (" --rerun_changed" if rerun_changed else ""), flush=True)
     started = time.time()
     try:
-      counts = run_sweep(config, directory, parallel=parallel)
+      counts = run_sweep(config, directory, parallel=parallel, rerun_changed=rerun_changed)
     except ValueError as err:  # SweepError included: nothing ran
-      raise RuntimeError(f"{key}: bad input: {err}") from err
-    if sum(counts[o] for o in OUTCOMES) > counts["skipped"]:  # something trained: it counts
-      times = _times(workdir)
-      times[key] = times.get(key, 0.0) + time.time() - started
-      atomic.write_json(os.path.join(workdir, TIMES), times)
+      raise BadSweep(f"{key}: bad input: {err}") from err
+    except Interrupted as err:
+      _add_time(workdir, key, err.counts, started)
+      raise
+    _add_time(workdir, key, counts, started)
     if counts["failed"]:
       raise RuntimeError(f"{key}: {counts['failed']} member(s) of the sweep failed; see "
                          f"{directory}/logs/ and rerun to retry")
+
+
+def _add_time(workdir: str, key: str, counts: dict[str, int], started: float) -> None:
+  if sum(counts[o] for o in OUTCOMES) > counts["skipped"]:  # something trained: it counts
+    times = _times(workdir)
+    times[key] = times.get(key, 0.0) + time.time() - started
+    atomic.write_json(os.path.join(workdir, TIMES), times)
 
 
 def render(workdir: str, docs: str, sections: list[Section], command: str) -> str:
@@ -152,11 +166,12 @@ def select(only: str | None) -> list[Section]:
 
 
 def make_report(workdir: str, docs: str, parallel: int, sections: list[Section] | None = None,
-                run: bool = True) -> str:
+                run: bool = True, rerun_changed: bool = False) -> str:
   """Runs `sections`' sweeps (unless not `run`), then writes `docs`/REPORT.md from every
   section on disk; returns its path."""
   if run:
-    run_sections(workdir, list(SECTIONS if sections is None else sections), parallel)
+    run_sections(workdir, list(SECTIONS if sections is None else sections), parallel,
+                 rerun_changed)
   command = f"python -m rnn_research.report --workdir={workdir} --parallel={parallel}"
   path = os.path.join(docs, "REPORT.md")
   atomic.write_text(path, render(workdir, docs, list(SECTIONS), command))

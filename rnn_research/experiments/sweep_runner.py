@@ -6,8 +6,11 @@ prints these commands). Members that differ only in `train.seed` may run as one 
 program (`main --seeds=...`); seeds_mode `auto` does so on accelerators and not on CPU, where
 it was measured slower. Rerunning skips completed and diverged members and resumes the others
 from their checkpoints; a member that diverges or fails is recorded and the sweep goes on.
-Every member is checked before anything runs. `DIR/sweep.json` lists the members; `DIR/logs/`
-holds each job's output. The command line is `python -m rnn_research.sweep`
+Every member is checked before anything runs, and so is every run on disk: a member whose
+config.json differs from what the sweep file now gives it stops the sweep, unless
+`rerun_changed` moves its old run aside (sweep_changes.py). `DIR/sweep.json` lists the members;
+`DIR/logs/` holds each job's output. A signal stops the sweep (launch.py): the summary is
+printed, then `Interrupted` is raised. The command line is `python -m rnn_research.sweep`
 (rnn_research/sweep.py); where jobs run: rnn_research/experiments/launch.py.
 """
 from __future__ import annotations
@@ -16,11 +19,13 @@ import functools
 import json
 import os
 import re
+import shlex
+import signal
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
-from rnn_research.experiments import launch, sweep_spec
+from rnn_research.experiments import launch, sweep_changes, sweep_spec
 from rnn_research.experiments.launch import Job
 from rnn_research.training import atomic
 from rnn_research.training.status import read_status
@@ -41,7 +46,7 @@ def member_argv(swp: sweep_spec.Sweep, overrides: dict[str, Any], workdir: str) 
   override by the type of its config field)."""
   return ([sys.executable, "-m", "rnn_research.main", f"--config={swp.config_arg}"]
           + [f"--config.{k}={v}" for k, v in overrides.items()]
-          + [f"--workdir={workdir}"])
+          + [f"--config.{text}" for text in swp.overrides] + [f"--workdir={workdir}"])
 
 
 def _checkpoint_step(member_dir: str) -> int:
@@ -58,12 +63,13 @@ def _seed_template(swp: sweep_spec.Sweep, i: int) -> str:
                                  + swp.members)[0]
 
 
-def plan(swp: sweep_spec.Sweep, workdir: str, indices: list[int], vmap_seeds: bool
-         ) -> tuple[list[Job], list[str]]:
-  """(jobs to run, names skipped because their outcome is on disk)."""
+def plan(swp: sweep_spec.Sweep, workdir: str, indices: list[int], vmap_seeds: bool,
+         fresh: Collection[int] = ()) -> tuple[list[Job], list[str]]:
+  """(jobs to run, names skipped because their outcome is on disk). The members in `fresh`
+  are planned as if their directories were empty (they will be moved aside)."""
   todo, skipped = [], []
   for i in indices:
-    status = read_status(os.path.join(workdir, swp.names[i]))
+    status = {} if i in fresh else read_status(os.path.join(workdir, swp.names[i]))
     steps = swp.config(i).train.steps
     if status.get("state") in DONE_STATES and (status["state"] == "diverged"
                                                or status.get("step", 0) >= steps):
@@ -76,7 +82,7 @@ def plan(swp: sweep_spec.Sweep, workdir: str, indices: list[int], vmap_seeds: bo
     if vmap_seeds and "train.seed" in swp.members[i]:
       rest = {k: v for k, v in swp.members[i].items() if k != "train.seed"}
       key = (json.dumps(rest, sort_keys=True), _seed_template(swp, i),
-             _checkpoint_step(os.path.join(workdir, swp.names[i])))
+             0 if i in fresh else _checkpoint_step(os.path.join(workdir, swp.names[i])))
     groups.setdefault(key, []).append(i)
   jobs = []
   for members in groups.values():
@@ -129,19 +135,44 @@ def select(swp: sweep_spec.Sweep, only: str | None) -> list[int]:
   return indices
 
 
-class _Tally:
-  """Counts the members per outcome and prints a line as each one ends."""
+class Interrupted(Exception):
+  """A signal stopped the sweep; its running members were stopped and the summary printed."""
 
-  def __init__(self, workdir: str, skipped: list[str], total: int,
+  def __init__(self, signum: int, counts: dict[str, int]):
+    super().__init__(f"stopped by {signal.Signals(signum).name}")
+    self.signum, self.counts = signum, counts
+
+
+def _duration(seconds: float) -> str:
+  if seconds < 90:
+    return f"{seconds:.0f} s"
+  return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+class _Tally:
+  """Counts the members per outcome and prints a line as each one ends, with the progress:
+  finished/total, jobs running, failures so far and the time left (ETA: the mean job time so
+  far x the jobs left / parallel)."""
+
+  def __init__(self, workdir: str, skipped: list[str], total: int, jobs: int, parallel: int,
                out: Callable[[str], None]):
     self.workdir, self.skipped, self.total, self.out = workdir, skipped, total, out
     self.counts = dict.fromkeys(OUTCOMES, 0)
     for name in skipped:
       self.counts[read_status(os.path.join(workdir, name))["state"]] += 1
     self.finished = len(skipped)
+    self.jobs_left, self.jobs_done, self.parallel, self.seconds = jobs, 0, parallel, 0.0
 
-  def report(self, job: Job, returncode: int, seconds: float) -> None:
+  def progress(self, running: int) -> str:
+    """`2 running, 0 failed, ETA 4 min` (no ETA once no job is left)."""
+    left = self.seconds / max(1, self.jobs_done) * self.jobs_left / self.parallel
+    eta = f", ETA {_duration(left)}" if self.jobs_left else ""
+    return f"{running} running, {self.counts['failed']} failed{eta}"
+
+  def report(self, job: Job, returncode: int, seconds: float, running: int = 0) -> None:
     """The `launch.Report` of every job: records and prints each member's outcome."""
+    self.jobs_left, self.jobs_done = self.jobs_left - 1, self.jobs_done + 1
+    self.seconds += seconds
     for name in job.names:
       state, status = outcome(self.workdir, name, returncode)
       self.counts[state] += 1
@@ -152,60 +183,89 @@ class _Tally:
       elif state != "completed":
         log = launch.log_path(self.workdir, job)
         detail = f"exit code {returncode}: {_log_tail(log)} (log: {log})"
-      self.out(f"[{self.finished}/{self.total}] {name}: {state} in {seconds:.0f} s  {detail}")
+      self.out(f"[{self.finished}/{self.total}] {name}: {state} in {seconds:.0f} s "
+               f"({self.progress(running)})  {detail}")
 
-  def summary(self, seconds: float) -> str:
+  def summary(self, seconds: float, signum: int | None = None) -> str:
     c = self.counts
+    stopped = (f"; stopped by {signal.Signals(signum).name}, rerun the same command to resume"
+               if signum else "")
     return (f"sweep {self.workdir}: {c['completed']} completed, {c['diverged']} diverged, "
             f"{c['failed']} failed" + (f", {c['preempted']} preempted" if c["preempted"] else "")
-            + f" ({len(self.skipped)} skipped as done) in {seconds:.0f} s")
+            + f" ({len(self.skipped)} skipped as done) in {seconds:.0f} s{stopped}")
 
 
 def _print_plan(swp: sweep_spec.Sweep, indices: list[int], jobs: list[Job], skipped: list[str],
-                header: str, out: Callable[[str], None]) -> None:
+                changed: dict[int, list[str]], header: str, out: Callable[[str], None]) -> None:
   out(f"{swp.config_arg}: {len(indices)} member(s), {len(skipped)} already done, "
       f"{len(jobs)} job(s) to run ({header})")
   for i in indices:
-    out(f"  {swp.names[i]}  {json.dumps(swp.members[i])}")
+    note = "  (changed: its old run would be moved aside)" if i in changed else ""
+    out(f"  {swp.names[i]}  {json.dumps(swp.members[i])}{note}")
   for job in jobs:
-    out("  $ " + " ".join(job.argv))
+    out("  $ " + shlex.join(job.argv))
 
 
 def run_sweep(config_arg: str, workdir: str, *, parallel: int = 1, dry_run: bool = False,
               only: str | None = None, seeds_mode: str = "auto", backend: str = "local",
-              ray_address: str | None = None,
+              ray_address: str | None = None, overrides: tuple[str, ...] = (),
+              rerun_changed: bool = False,
               out: Callable[[str], None] = functools.partial(print, flush=True)
               ) -> dict[str, int]:
   """Checks and runs a sweep; returns the count of members per outcome (OUTCOMES), and as
   `skipped` of those done before (counted in their outcome too); a dry run: {"planned": jobs}.
-  Bad input (the sweep file, `only`, `parallel`) raises ValueError before anything runs."""
+  `overrides` (`key=value`) apply to every member. Bad input (the sweep file, `only`,
+  `parallel`, `overrides`, members whose run on disk has another config unless
+  `rerun_changed`) raises ValueError before anything runs or is written; a signal raises
+  Interrupted once the running members have exited."""
   from rnn_research.training import train  # the check builds each member's model and task
 
   if parallel < 1:
     raise ValueError(f"--parallel must be >= 1, got {parallel}")
-  swp = sweep_spec.load(config_arg)
+  swp = sweep_spec.with_overrides(sweep_spec.load(config_arg), overrides)
   indices = select(swp, only)
   sweep_spec.check(swp, train.init_state)
+  changed = sweep_changes.changed(swp, workdir, indices)
+  if changed and not rerun_changed:
+    raise sweep_spec.SweepError(sweep_changes.describe(swp, workdir, changed))
   vmap = seeds_mode == "vmap" or (seeds_mode == "auto" and launch.backend_of_children() != "cpu")
-  jobs, skipped = plan(swp, workdir, indices, vmap)
   if dry_run:
-    _print_plan(swp, indices, jobs, skipped, f"seeds_mode={seeds_mode}, vmap={vmap}", out)
+    jobs, skipped = plan(swp, workdir, indices, vmap, fresh=changed)
+    _print_plan(swp, indices, jobs, skipped, changed, f"seeds_mode={seeds_mode}, vmap={vmap}",
+                out)
     return {"planned": len(jobs)}
+  if changed:
+    moved = sweep_changes.move_aside(workdir, [swp.names[i] for i in changed])
+    out(f"moved the old runs of {len(changed)} changed member(s) to {moved}")
+  jobs, skipped = plan(swp, workdir, indices, vmap)
   _write_manifest(swp, workdir, indices)
-  tally, started = _Tally(workdir, skipped, len(indices), out), time.time()
+  out(f"sweep {swp.config_arg} in {workdir}: {len(indices)} member(s), "
+      f"{len(indices) - len(skipped)} to run as {len(jobs)} job(s), {len(skipped)} skipped as "
+      f"done, parallel {parallel}, backend {backend}"
+      + (f", overrides {' '.join(swp.overrides)}" if swp.overrides else ""))
+  return _run(jobs, workdir, skipped, len(indices), parallel, backend, ray_address, out)
+
+
+def _run(jobs: list[Job], workdir: str, skipped: list[str], total: int, parallel: int,
+         backend: str, ray_address: str | None, out: Callable[[str], None]) -> dict[str, int]:
+  tally, started = _Tally(workdir, skipped, total, len(jobs), parallel, out), time.time()
   if skipped:
     out(f"skipping {len(skipped)} member(s) already done: {', '.join(skipped)}")
+  signum = None
   if backend == "ray":
     cores = max(1, len(launch.core_slices(parallel)[0]))
     launch.run_ray(jobs, workdir, ray_address, cores, tally.report)
   else:
-    launch.run_local(jobs, workdir, parallel, tally.report)
-  out(tally.summary(time.time() - started))
-  return {**tally.counts, "skipped": len(skipped)}
+    signum = launch.run_local(jobs, workdir, parallel, tally.report, out)
+  out(tally.summary(time.time() - started, signum))
+  counts = {**tally.counts, "skipped": len(skipped)}
+  if signum:
+    raise Interrupted(signum, counts)
+  return counts
 
 
 def _write_manifest(swp: sweep_spec.Sweep, workdir: str, indices: list[int]) -> None:
-  manifest = {"config": swp.config_arg, "doc": swp.doc,
+  manifest = {"config": swp.config_arg, "doc": swp.doc, "overrides": list(swp.overrides),
               "members": [{"name": swp.names[i], "overrides": swp.members[i]}
                           for i in range(len(swp.members))],
               "selected": [swp.names[i] for i in indices]}

@@ -13,13 +13,16 @@ and plain list concatenation (`a + b`). `product` and `zipit` also take a dict
 overrides, `norm=layer,seed=2` (the last part of each key, or the whole key where two keys of
 the sweep share a last part); it names the member's run directory and TensorBoard run.
 
-`load(path_with_arg)` imports the file; `check(base, members)` applies every member to a copy of
-the locked base config and validates it (unknown keys, wrong types, bad values, duplicate names),
-raising one `SweepError` that lists every bad member before anything runs.
+`load(path_with_arg)` imports the file; `with_overrides(swp, ["train.steps=20"])` applies
+command-line overrides to every member (parsed as `main` parses `--config.<key>=<value>`);
+`check(base, members)` applies every member to a copy of the locked base config and validates
+it (unknown keys, wrong types, bad values, duplicate names), raising one `SweepError` that lists
+every bad member before anything runs.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import itertools
 import os
@@ -27,6 +30,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from rnn_research.training import config_path
 
 Overrides = dict[str, Any]
 _SCALARS = (bool, int, float, str)
@@ -102,12 +109,15 @@ def member_names(members: Sequence[Overrides]) -> list[str]:
 
 @dataclass(frozen=True)
 class Sweep:
-  """A loaded sweep file: its path (with `:arg`), base config and named members."""
+  """A loaded sweep file: its path (with `:arg`), base config and named members, and the
+  command line's `key=value` overrides (already applied to `base`; every member's command
+  line repeats them)."""
   config_arg: str
   base: ml_collections.ConfigDict
   members: list[Overrides]
   names: list[str]
   doc: str
+  overrides: tuple[str, ...] = ()
 
   def config(self, i: int) -> ml_collections.ConfigDict:
     """The base config with member i's overrides applied (a new, locked copy)."""
@@ -119,6 +129,7 @@ def load(config_arg: str) -> Sweep:
   path, _, arg = config_arg.partition(":")
   if not os.path.isfile(path):
     raise SweepError(f"no sweep file {path!r}")
+  config_path.make_importable(path)  # `from configs import default` from any directory
   spec = importlib.util.spec_from_file_location(
       "sweep_" + os.path.splitext(os.path.basename(path))[0], path)
   module = importlib.util.module_from_spec(spec)
@@ -137,6 +148,20 @@ def load(config_arg: str) -> Sweep:
                (module.__doc__ or "").strip())
 
 
+def _parent(config: ml_collections.ConfigDict, key: str) -> ml_collections.ConfigDict:
+  """The section that holds the dotted `key`; an unknown key raises, naming the valid ones."""
+  node = config
+  parts = key.split(".")
+  for i, part in enumerate(parts):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      where = "config." + ".".join(parts[:i]) if i else "the config"
+      valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      raise SweepError(f"unknown key {key!r}: {where} has no {part!r}; valid: {valid}")
+    if i < len(parts) - 1:
+      node = node[part]
+  return node
+
+
 def apply(base: ml_collections.ConfigDict, overrides: Overrides) -> ml_collections.ConfigDict:
   """A locked copy of `base` with each `dotted.key: value` set; a bad key or type raises."""
   config = copy.deepcopy(base)
@@ -144,26 +169,52 @@ def apply(base: ml_collections.ConfigDict, overrides: Overrides) -> ml_collectio
   for key, value in overrides.items():
     if not isinstance(value, _SCALARS):
       raise SweepError(f"{key}={value!r}: override values must be bool, int, float or str")
-    node = config
-    parts = key.split(".")
-    for i, part in enumerate(parts):
-      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-        where = "config." + ".".join(parts[:i]) if i else "the config"
-        valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-        raise SweepError(f"unknown key {key!r}: {where} has no {part!r}; valid: {valid}")
-      if i < len(parts) - 1:
-        node = node[part]
-    leaf = parts[-1]
+    node = _parent(config, key)
+    leaf = key.rsplit(".", 1)[-1]
     old = node[leaf]
     if isinstance(old, ml_collections.ConfigDict):
       raise SweepError(f"{key} is a config section, not a value")
-    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+    want = type(old) if old is not None else node.get_ref(leaf).get_type()  # a placeholder's
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
       value = float(value)
-    if type(value) is not type(old):
+    if type(value) is not want:
       raise SweepError(f"{key}={value!r} has type {type(value).__name__}, the config's "
-                       f"{key} is {type(old).__name__} ({old!r})")
+                       f"{key} is {want.__name__} ({old!r})")
     node[leaf] = value
   return config
+
+
+def with_overrides(swp: Sweep, texts: Sequence[str]) -> Sweep:
+  """`swp` with command-line overrides `key=value` (parsed by the type of each config field,
+  as `main --config.<key>=<value>` parses them) applied to every member. A key that is not in
+  the config, a value of the wrong type, or a key that a member sets too raises SweepError."""
+  if not texts:
+    return swp
+  for text in texts:
+    key = text.split("=", 1)[0]
+    if "=" not in text:
+      raise SweepError(f"--config.{text}: write a config override as --config.<key>=<value>")
+    if isinstance(_parent(swp.base, key)[key.rsplit(".", 1)[-1]], ml_collections.ConfigDict):
+      raise SweepError(f"--config.{text}: {key} is a config section, not a value")
+  argv = ["sweep"] + [f"--config.{t}" for t in texts]
+  values = flags.FlagValues()
+  try:
+    config_flags.DEFINE_config_dict("config", copy.deepcopy(swp.base), flag_values=values,
+                                    lock_config=True, sys_argv=argv)
+    values(argv)
+  except (flags.Error, ValueError, TypeError, KeyError, AttributeError) as err:
+    raise SweepError(f"bad config override: {' '.join(str(err).split())}") from None
+  keys = list(config_flags.get_override_values(values["config"]))
+  clashes = []
+  for key in keys:
+    names = [n for n, m in zip(swp.names, swp.members) if key in m]
+    if names:
+      more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+      clashes.append(f"{key} is set by member(s) {', '.join(names[:4])}{more}")
+  if clashes:
+    raise SweepError(f"a --config.<key>=<value> override applies to every member, but "
+                     f"{'; '.join(clashes)}; drop the override or that key from the sweep file")
+  return dataclasses.replace(swp, base=values.config, overrides=tuple(texts))
 
 
 def check(swp: Sweep, validate: Callable[[ml_collections.ConfigDict], Any]) -> None:

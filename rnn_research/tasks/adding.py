@@ -24,6 +24,7 @@ from rnn_research.tasks.base import TASKS, Batch, Key, RegressionTask
 @TASKS.register("adding")
 class Adding(RegressionTask):
   """Add the two marked values of a long sequence of random numbers."""
+  main_metric = ("eval/mse_over_chance", "min")
 
   name = "adding"
   held_out = 1024

@@ -82,10 +82,14 @@ class Task:
     in_features: F, the model's input width.
     out_features: O, the model's output width (classes for classification).
     causal: the target at t depends on inputs up to t only (filtering / generation).
+    main_metric: (TensorBoard tag, "min" or "max"): the metric that ranks runs of this task
+      and whether lower or higher is better. The trainer records it in status.json (`compare`
+      defaults to it) and lists it first in the HParams dashboard.
   """
 
   name: ClassVar[str] = ""
   causal: ClassVar[bool] = True
+  main_metric: ClassVar[tuple[str, str]] = ("eval/loss", "min")
   held_out: ClassVar[int | None] = None  # default eval_size of a generated held-out set
   config_keys: ClassVar[dict[str, Key]] = {}  # the task's own keys, beside name and pack
   in_features: int

@@ -72,6 +72,7 @@ def _codes(text: str) -> np.ndarray:
 @TASKS.register("charlm")
 class CharLM(ClassificationTask):
   """Predict the next character of Shakespeare; held-out plays measure bits per character."""
+  main_metric = ("eval/bpc", "min")
 
   name = "charlm"
   config_keys = {

@@ -30,6 +30,7 @@ from rnn_research.tasks.base import TASKS, Batch, ClassificationTask, Key
 @TASKS.register("copy")
 class Copy(ClassificationTask):
   """Reproduce K symbols after a delay, when a go marker says so."""
+  main_metric = ("eval/accuracy", "max")
 
   name = "copy"
   held_out = 512

@@ -86,6 +86,7 @@ def kalman_filter(a: np.ndarray, c: np.ndarray, q: np.ndarray, r: np.ndarray, p1
 @TASKS.register("kalman")
 class Kalman(RegressionTask):
   """Estimate the hidden state of a linear-Gaussian system from its noisy observations."""
+  main_metric = ("eval/mse_over_kalman", "min")
 
   name = "kalman"
   held_out = 512

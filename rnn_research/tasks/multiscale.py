@@ -54,6 +54,7 @@ def forward_posterior(obs: np.ndarray, means: np.ndarray, phi: float, sigma: flo
 @TASKS.register("multiscale")
 class Multiscale(ClassificationTask):
   """Name the current regime of a regime-switching AR(1) process at every step."""
+  main_metric = ("eval/accuracy", "max")
 
   name = "multiscale"
   held_out = 512

@@ -69,6 +69,7 @@ def ekf(obs: np.ndarray, dt: float, w0: float, damping: float, noise: float, obs
 @TASKS.register("pendulum")
 class Pendulum(RegressionTask):
   """Track a noisy damped pendulum's (sin theta, cos theta, omega) from noisy circle points."""
+  main_metric = ("eval/mse_over_ekf", "min")
 
   name = "pendulum"
   held_out = 512

@@ -39,6 +39,7 @@ def load_series() -> np.ndarray:
 @TASKS.register("temperature")
 class Temperature(RegressionTask):
   """Predict next hour's (standardised) Seattle temperature from the hours so far."""
+  main_metric = ("eval/mse_over_persistence", "min")
 
   name = "temperature"
   config_keys = {

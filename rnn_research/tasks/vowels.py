@@ -83,6 +83,7 @@ def pad(series: tuple[np.ndarray, ...], length: int) -> tuple[np.ndarray, np.nda
 @TASKS.register("vowels")
 class Vowels(ClassificationTask):
   """Name the speaker of a variable-length utterance, at its last frame."""
+  main_metric = ("eval/accuracy", "max")
 
   name = "vowels"
   config_keys = {"standardize": Key(True, "Standardise each channel with the training split's "

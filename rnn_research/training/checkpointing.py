@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
 import time
 from typing import Any
 
@@ -34,22 +36,62 @@ log = logging.getLogger(__name__)
 
 
 class _QuietOrbax(logging.Filter):
-  """Drops orbax's INFO/DEBUG chatter (dozens of lines per save) from absl's log."""
+  """Drops orbax's INFO/DEBUG chatter (dozens of lines per save) from absl's log, and all of
+  its lines while a restore is tried, and its errors on reading a step's metadata: an
+  unreadable step is reported in one line by `restore`."""
+
+  restoring = 0  # restores in progress (orbax logs from its own threads)
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+    if "orbax" not in record.pathname:
+      return True
+    return (record.levelno >= logging.WARNING and not _QuietOrbax.restoring
+            and not record.getMessage().startswith("Failed to read Metadata file"))
 
 
 logging.getLogger("absl").addFilter(_QuietOrbax())
+_NOISE = ("orbax", "tensorstore", "OCDBT", "zarr")
+
+
+class _QuietAftermath(logging.Filter):
+  """Drops asyncio's "exception was never retrieved" records of a failed orbax read."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    text = record.getMessage()
+    return not ("never retrieved" in text and any(n in text for n in _NOISE))
+
+
+def _quiet_aftermath() -> None:
+  """During and after a failed restore, tensorstore's callbacks reach orbax's closed event loop from
+  other threads ("Event loop is closed", dozens of tracebacks, some after `restore` has
+  returned): drop those, and asyncio's reports of the abandoned reads. Installed once."""
+  previous = sys.unraisablehook
+  if getattr(previous, "quiet_aftermath", False):
+    return
+
+  def hook(unraisable: Any) -> None:
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and "Event loop is closed" in str(unraisable.exc_value)):
+      previous(unraisable)
+
+  hook.quiet_aftermath = True
+  sys.unraisablehook = hook
+  logging.getLogger("asyncio").addFilter(_QuietAftermath())
+
+
+def short_reason(error: BaseException, limit: int = 100) -> str:
+  """`Type: reason` in one short line: TensorStore's specs dropped, the innermost causes kept."""
+  text = " ".join(str(error).split())
+  text = re.split(r" \[(?:tensorstore_spec|source locations)", text)[0] or "(no message)"
+  parts = text.split(": ")
+  reason = parts.pop()
+  while parts and len(parts[-1]) + len(reason) + 2 <= limit:
+    reason = f"{parts.pop()}: {reason}"
+  return f"{type(error).__name__}: {reason[:limit]}"
 
 
 class CheckpointsUnreadableError(RuntimeError):
   """Every checkpoint in the directory failed to restore; none was touched."""
-
-
-def _one_line(error: BaseException, limit: int = 300) -> str:
-  text = " ".join(str(error).split()) or "(no message)"
-  return f"{type(error).__name__}: {text[:limit]}"
 
 
 def _to_orbax(x: Any) -> Any:
@@ -65,6 +107,9 @@ class Checkpointer:
   """
 
   def __init__(self, directory: str, max_to_keep: int = 3) -> None:
+    if not isinstance(max_to_keep, int) or max_to_keep < 1:
+      raise ValueError(f"max_to_keep (config.train.max_to_keep) must be a positive integer, "
+                       f"got {max_to_keep!r}")
     self.directory = os.path.abspath(directory)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
@@ -118,16 +163,20 @@ class Checkpointer:
     if not steps:
       return None
     restore_target = jax.tree.map(_to_orbax, target)
+    _quiet_aftermath()  # before the first try: its noise may start before it fails
     errors = []
     for step in reversed(steps):
+      _QuietOrbax.restoring += 1
       try:
         restored = self._manager.restore(step, args=ocp.args.StandardRestore(restore_target))
       except Exception as e:  # noqa: BLE001 - any failure means "try an older step"
-        errors.append(f"step {step}: {_one_line(e)}")
+        errors.append(f"step {step}: {short_reason(e)}")
         self._unreadable.add(step)
-        log.warning("checkpoint step %d in %s is unreadable, trying an older one: %s",
-                    step, self.directory, _one_line(e))
+        log.warning("checkpoint step %d (%s) is unreadable: %s; trying an older one", step,
+                    os.path.join(self.directory, str(step)), short_reason(e))
         continue
+      finally:
+        _QuietOrbax.restoring -= 1
       # Give numpy-scalar leaves their numpy scalar type back.
       restored = jax.tree.map(
           lambda t, r: type(t)(r) if isinstance(t, np.generic) else r, target, restored)

@@ -1,15 +1,19 @@
 """TensorBoard event files written and read without TensorFlow (or jax).
 
-`MetricWriter` writes scalars, images, text and hparams with the `tensorboard` package's
-own `EventFileWriter` and protos. Scalars and images use the classic summary fields
-(`simple_value`, `Summary.Image`), which every reader understands: the plain
-`event_accumulator` lists them under `Scalars()` / `Images()`, while
-`plugin_event_accumulator` (what TensorBoard itself uses) migrates them to `Tensors(tag)`
-with plugin `scalars` / `images`. Text is a string tensor with plugin `text`.
+`MetricWriter` writes scalars, images, text and hparams with the `tensorboard` package's own
+`EventFileWriter` and protos. Scalars and images use the classic summary fields (`simple_value`,
+`Summary.Image`), which every reader understands: the plain `event_accumulator` lists them under
+`Scalars()` / `Images()`, `plugin_event_accumulator` (what TensorBoard itself uses) migrates
+them to `Tensors(tag)` with plugin `scalars` / `images`. Text is a string tensor (plugin `text`).
+
+A resumed run re-runs the steps after its checkpoint; its writer first drops those steps'
+events from the older event files (`MetricWriter.truncate_after`), so TensorBoard shows each
+step once. HParams trials are named by the run directory, with the metrics the trainer names
+(the task's main metric first) as the first columns.
+Heat maps are drawn by heatmap.py.
 
 `read_scalars(logdir)` reads every event file of one run directory back into
-`{tag: [(step, value), ...]}` sorted by step; when a restarted run re-logs a step, the
-value from the newest file wins (resume is exact, so both are the same anyway).
+`{tag: [(step, value), ...]}` sorted by step; a step in two files keeps the newest value.
 
   with MetricWriter(workdir) as w:
     w.write_scalars(step, {"train/loss": 0.3})
@@ -19,11 +23,15 @@ value from the newest file wins (resume is exact, so both are the same anyway).
 
 from __future__ import annotations
 
-import io
-import math
+import functools
+import glob
+import json
 import os
+import secrets
+import socket
+import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,73 +45,141 @@ from tensorboard.plugins.text import metadata as text_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util import tensor_util
 
+from rnn_research.training.heatmap import LOG_RANGE, encode_png, heatmap_rgb  # noqa: F401
+
 HParamValue = str | float | int | bool
-# Heat maps are upsampled (nearest neighbour) to at least this many pixels per side.
-MIN_HEATMAP_HEIGHT = 60
-MIN_HEATMAP_WIDTH = 240
-MAX_CELL_PIXELS = 32
-NONFINITE_RGB = (255, 0, 0)  # NaN / inf cells are drawn red
+_OPEN: set[str] = set()  # event files of this process' open writers
 
 
-def heatmap_rgb(values: np.ndarray, *, log: bool = False, cmap: str = "viridis") -> np.ndarray:
-  """Renders a 2-D float array [H, W] as a uint8 RGB image, each cell a block of pixels.
-
-  Colours span the finite values' min..max (log10 of them if `log`; non-positive
-  values then get the lowest colour). Non-finite cells are red.
-  """
-  import matplotlib  # deferred: only heat maps need it
-
-  x = np.asarray(values, dtype=np.float64)
-  if x.ndim != 2 or x.size == 0:
-    raise ValueError(f"heat map needs a non-empty 2-D array, got shape {x.shape}")
-  finite = np.isfinite(x)
-  if log:
-    positive = finite & (x > 0)
-    floor = x[positive].min() if positive.any() else 1.0
-    x = np.log10(np.where(positive, x, floor))
-  lo, hi = (x[finite].min(), x[finite].max()) if finite.any() else (0.0, 1.0)
-  scaled = np.where(finite, (x - lo) / (hi - lo) if hi > lo else 0.5, 0.0)
-  rgb = (matplotlib.colormaps[cmap](scaled)[..., :3] * 255).round().astype(np.uint8)
-  rgb[~finite] = NONFINITE_RGB
-  rows = min(MAX_CELL_PIXELS, max(1, math.ceil(MIN_HEATMAP_HEIGHT / x.shape[0])))
-  cols = min(MAX_CELL_PIXELS, max(1, math.ceil(MIN_HEATMAP_WIDTH / x.shape[1])))
-  return np.repeat(np.repeat(rgb, rows, axis=0), cols, axis=1)
-
-
-def encode_png(rgb: np.ndarray) -> bytes:
-  """PNG bytes of a uint8 [H, W, 3] (or [H, W, 4]) image, encoded in memory."""
-  from PIL import Image  # pillow ships with matplotlib
-
-  buf = io.BytesIO()
-  Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG")
-  return buf.getvalue()
-
-
+@functools.lru_cache(maxsize=None)
 def _hparam_value(value: Any) -> HParamValue:
   if isinstance(value, np.generic):
     value = value.item()
   return value if isinstance(value, (str, bool, int, float)) else str(value)
 
 
+def event_files(logdir: str) -> list[str]:
+  """The TensorBoard event files directly in `logdir`, oldest name first."""
+  return sorted(glob.glob(os.path.join(glob.escape(logdir), "*tfevents*")))
+
+
+def _in_use(path: str) -> bool:
+  """Whether a live writer still appends to the event file `path`: one of this process, or a
+  live process of this host (the name ends in .<host>.<pid>.<counter>)."""
+  *_, host, pid, _ = os.path.basename(path).rsplit(".", 3)
+  if path in _OPEN or host != socket.gethostname() or not pid.isdigit():
+    return path in _OPEN
+  try:
+    os.kill(int(pid), 0)
+  except ProcessLookupError:
+    return False
+  except OSError:  # alive, another user's
+    pass
+  return int(pid) != os.getpid()
+
+
+def _records(data: bytes) -> Iterator[tuple[int, bytes]]:
+  """(step, framed record) of each whole record of an event file's bytes. A record is a
+  uint64 length, its masked crc32c, the Event bytes and their crc; a torn tail ends it."""
+  pos = 0
+  while pos + 12 <= len(data):
+    end = pos + 16 + struct.unpack("<Q", data[pos:pos + 8])[0]
+    if end > len(data):
+      return
+    try:
+      step = event_pb2.Event.FromString(data[pos + 12:end - 4]).step
+    except Exception:  # pylint: disable=broad-except  # a torn or corrupt tail
+      return
+    yield step, data[pos:end]
+    pos = end
+
+
+def truncate_event_file(path: str, step: int) -> int:
+  """Drops the events after `step` from the event file `path`; returns how many. The kept
+  records are copied byte for byte to a temporary file beside it (no "tfevents" in its name:
+  TensorBoard never reads it) that then replaces it, so a reader sees the old or the new."""
+  with open(path, "rb") as f:
+    data = f.read()
+  records = list(_records(data))
+  kept = b"".join(r for s, r in records if s <= step)
+  if len(kept) == len(data):
+    return 0
+  tmp = os.path.join(os.path.dirname(path), f".rewind.{secrets.token_hex(4)}.tmp")
+  try:
+    with open(tmp, "wb") as f:
+      f.write(kept)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+  return sum(s > step for s, _ in records)
+
+
+def _swept_keys(logdir: str) -> set[str]:
+  """The config keys the sweep of `logdir` varies (its parent's sweep.json), if any."""
+  try:
+    with open(os.path.join(os.path.dirname(os.path.abspath(logdir)), "sweep.json"),
+              encoding="utf-8") as f:
+      return {k for m in json.load(f).get("members", []) for k in m.get("overrides", {})}
+  except (OSError, ValueError, AttributeError):
+    return set()
+
+
+def _experiment(hp: Mapping[str, HParamValue], metrics: Sequence[str],
+                differs: set[str]) -> list[summary_pb2.Summary.Value]:
+  """The HParams experiment summary: these hparams (`differs` marked) and metric columns."""
+  dtype = {bool: api_pb2.DATA_TYPE_BOOL, str: api_pb2.DATA_TYPE_STRING}
+  experiment = api_pb2.Experiment(
+      time_created_secs=time.time(),
+      hparam_infos=[api_pb2.HParamInfo(name=k, type=dtype.get(type(v), api_pb2.DATA_TYPE_FLOAT64),
+                                       differs=k in differs) for k, v in sorted(hp.items())],
+      metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t))
+                    for t in dict.fromkeys(metrics)])
+  return [summary_pb2.Summary.Value(
+      tag=hparams_metadata.EXPERIMENT_TAG, tensor=hparams_metadata.NULL_TENSOR,
+      metadata=hparams_metadata.create_summary_metadata(
+          plugin_data_pb2.HParamsPluginData(experiment=experiment)))]
+
+
 class MetricWriter:
   """Writes one run's TensorBoard event file into `logdir` (created if missing).
 
-  File names carry time, host, pid and a per-process counter, so several writers
-  (or restarts) in one directory never collide. Pending events reach the disk at
-  least every `flush_secs`, and at once on `flush()` / `close()`.
+  File names carry time, host, pid and a per-process counter, so restarts never collide.
+  Pending events reach the disk at least every `flush_secs`, and at once on `flush()` /
+  `close()`. A resumed run re-runs the steps after its checkpoint: with `rewind` (default),
+  the first event written at a step s >= 1 first drops the events at steps >= s from the
+  event files that were there before this writer (`truncate_after`; files a live writer
+  still appends to are left alone), so every reader sees each step once.
   """
 
-  def __init__(self, logdir: str, *, flush_secs: float = 5.0) -> None:
+  def __init__(self, logdir: str, *, flush_secs: float = 5.0, rewind: bool = True) -> None:
     self.logdir = logdir
+    os.makedirs(logdir, exist_ok=True)
+    self._older = event_files(logdir)  # before the writer makes its own
+    self._rewind = rewind
+    self._experiment: tuple[dict[str, HParamValue], list[str]] | None = None
     self._writer = EventFileWriter(logdir, max_queue_size=100, flush_secs=flush_secs)
+    _OPEN.add(self.path)
 
   @property
   def path(self) -> str:
     """Path of the event file this writer appends to."""
     return self._writer._file_name  # pylint: disable=protected-access
 
+  def truncate_after(self, step: int) -> int:
+    """Drops the events after `step` from the run's event files older than this writer (a
+    resumed run's: it re-runs those steps); returns how many. Each file is replaced
+    atomically."""
+    return sum(truncate_event_file(p, step) for p in self._older
+               if os.path.exists(p) and not _in_use(p))
+
   def _write(self, step: int, values: Sequence[summary_pb2.Summary.Value]) -> None:
     if values:
+      if self._rewind and step >= 1:
+        self._rewind = False
+        self.truncate_after(step - 1)
       event = event_pb2.Event(wall_time=time.time(), step=int(step))
       event.summary.value.extend(values)
       self._writer.add_event(event)
@@ -112,18 +188,19 @@ class MetricWriter:
     """Writes each `tag: value` (any float-convertible, stored as float32) at `step`."""
     self._write(step, [summary_pb2.Summary.Value(tag=tag, simple_value=float(v))
                        for tag, v in scalars.items()])
+    if self._experiment and any(t.startswith("eval/") for t in scalars):
+      self._write_experiment(sorted(t for t in scalars if t.startswith("eval/")))
 
   def write_images(self, step: int, images: Mapping[str, np.ndarray], *,
                    log: bool = False) -> None:
-    """Writes PNG images: uint8 [H, W, 3|4] as is, 2-D float arrays as heat maps.
-
-    `log` draws every heat map of this call on a log10 colour scale.
-    """
+    """Writes PNG images: uint8 [H, W, 3|4] as is, 2-D float arrays as heat maps with a colour
+    bar (`heatmap_figure`; `log`: on the fixed log10 scale LOG_RANGE)."""
     values = []
     for tag, image in images.items():
       image = np.asarray(image)
       if image.ndim == 2:
-        image = heatmap_rgb(image, log=log)
+        labels = ("step t", "layer") if tag.startswith("grad_flow/") else ("", "")
+        image = heatmap_rgb(image, log=log, labels=labels)
       elif not (image.ndim == 3 and image.shape[-1] in (3, 4) and image.dtype == np.uint8):
         raise ValueError(f"{tag}: need uint8 [H, W, 3|4] or 2-D floats, "
                          f"got {image.dtype} {image.shape}")
@@ -140,33 +217,22 @@ class MetricWriter:
     self._write(step, [summary_pb2.Summary.Value(tag=name, metadata=meta, tensor=tensor)])
 
   def write_hparams(self, hparams: Mapping[str, Any], metrics: Sequence[str] = ()) -> None:
-    """Records this run's hyperparameters for the HParams dashboard (at step 0).
-
-    Values other than str/bool/int/float are stored as their str(). With no `metrics`
-    (recommended for sweeps) TensorBoard infers the experiment from all runs: every
-    hparam key seen, hparams that differ between runs first, every scalar tag as a
-    metric column. Naming `metrics` (scalar tags, e.g. "eval/loss") also writes an
-    experiment summary, which replaces that inference: TensorBoard takes the first
-    such summary it finds (so all runs must pass the same keys) and then marks no
-    hparam as differing.
+    """Records this run's hyperparameters for the HParams dashboard (at step 0), as a trial named
+    by the run (the basename of `logdir`: a sweep member's name). Values other than
+    str/bool/int/float are stored as their str(). The experiment summary (written at the first
+    eval/* write, or at close) lists `metrics` first (the trainer gives the task's main metric),
+    then the eval/* tags written and train/loss; it marks the hparams the sweep varies
+    (sweep.json beside the run) as differing. TensorBoard uses the first one it finds.
     """
     hp = {str(k): _hparam_value(v) for k, v in hparams.items()}
-    summaries = [hparams_summary.hparams_pb(hp)]
-    if metrics:
-      dtype = {bool: api_pb2.DATA_TYPE_BOOL, str: api_pb2.DATA_TYPE_STRING}
-      experiment = api_pb2.Experiment(
-          time_created_secs=time.time(),
-          hparam_infos=[
-              api_pb2.HParamInfo(name=k, type=dtype.get(type(v), api_pb2.DATA_TYPE_FLOAT64))
-              for k, v in sorted(hp.items())],
-          metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in metrics])
-      summary = summary_pb2.Summary()
-      summary.value.add(
-          tag=hparams_metadata.EXPERIMENT_TAG, tensor=hparams_metadata.NULL_TENSOR,
-          metadata=hparams_metadata.create_summary_metadata(
-              plugin_data_pb2.HParamsPluginData(experiment=experiment)))
-      summaries.insert(0, summary)
-    self._write(0, [value for s in summaries for value in s.value])
+    trial = os.path.basename(os.path.abspath(self.logdir))
+    self._write(0, list(hparams_summary.hparams_pb(hp, trial_id=trial).value))
+    self._experiment = hp, list(metrics)
+
+  def _write_experiment(self, evals: Sequence[str] = ()) -> None:
+    hp, metrics = self._experiment
+    self._experiment = None
+    self._write(0, _experiment(hp, [*metrics, *evals, "train/loss"], _swept_keys(self.logdir)))
 
   def flush(self) -> None:
     """Blocks until everything written so far is on disk."""
@@ -174,7 +240,10 @@ class MetricWriter:
 
   def close(self) -> None:
     """Flushes and closes the file; further writes raise. Safe to call twice."""
+    if self._experiment:
+      self._write_experiment()
     self._writer.close()
+    _OPEN.discard(self.path)
 
   def __enter__(self) -> MetricWriter:
     return self

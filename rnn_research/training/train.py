@@ -4,9 +4,11 @@ Writes into `workdir`: `config.json` (resolved config), TensorBoard event files,
 checkpoints in `checkpoints/` (params, optimizer state, step; the data of step k is a pure
 function of (seed, k), so the step is the data position) and `status.json`
 (`state`: running | completed | diverged | failed | preempted, last step, final metrics, wall
-time). Rerunning the same command resumes from the latest checkpoint; SIGTERM saves and exits.
-The first non-finite loss or gradient stops the run at that step (`Diverged`; the last good
-checkpoint stays intact). The loop itself, of one run or of vmapped seeds: loop.py.
+time summed over restarts). Rerunning the same command resumes from the latest checkpoint;
+SIGTERM or SIGINT (Ctrl-C) saves and exits. The first non-finite loss or gradient, or a train
+or eval loss above `train.max_loss`, stops the run at that step (`Diverged`; the last good
+checkpoint stays intact). Milestone intervals left unset follow `train.steps` (`loop.cadence`).
+The loop itself, of one run or of vmapped seeds: loop.py.
 """
 from __future__ import annotations
 
@@ -21,21 +23,24 @@ from flax import nnx
 
 from rnn_research.core.models import build
 from rnn_research.tasks import TASKS
-from rnn_research.training import data_parallel, diagnostics, optim, workdir as run_dir
-from rnn_research.training.loop import Loop, Run
+from rnn_research.training import data_parallel, diagnostics, lock, optim, workdir as run_dir
+from rnn_research.training.loop import CADENCE, Loop, Run
 
-_POSITIVE = ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every",
-             "diagnostics_every")
+_POSITIVE = ("steps", "batch_size", "max_to_keep")
 
 
 class Diverged(RuntimeError):
-  """A non-finite loss or gradient; the run stopped at that step."""
+  """A non-finite loss or gradient, or a loss above `train.max_loss`; the run stopped there."""
 
 
 def _check_train(cfg: Any) -> None:
-  for key in _POSITIVE:
-    if not isinstance(cfg[key], int) or cfg[key] < 1:
-      raise ValueError(f"config.train.{key} must be a positive integer, got {cfg[key]!r}")
+  for key in _POSITIVE + tuple(CADENCE):
+    value = cfg.get(key)
+    if (value is not None or key in _POSITIVE) and (not isinstance(value, int) or value < 1):
+      raise ValueError(f"config.train.{key} must be a positive integer, got {value!r}")
+  max_loss = cfg.get("max_loss", float("inf"))
+  if isinstance(max_loss, bool) or not isinstance(max_loss, (int, float)) or not max_loss > 0:
+    raise ValueError(f"config.train.max_loss must be a number > 0, got {max_loss!r}")
   if not isinstance(cfg.data_parallel, bool):
     raise ValueError(f"config.train.data_parallel must be True or False, got {cfg.data_parallel!r}")
   if not cfg.learning_rate > 0:
@@ -139,28 +144,35 @@ def train_seeds(configs: list[ml_collections.ConfigDict], workdirs: list[str],
   built = [init_state(c) for c in configs]
   states = [b[2] for b in built]
   task, graphdef, _, tx = built[0]
-  for config, workdir in zip(configs, workdirs):
-    run_dir.prepare(workdir, config.to_dict(), overwrite)  # nothing is written before this
   lead = jax.process_index() == 0
-  runs = [Run(c, w, b[0], k if len(configs) > 1 else None, lead)
-          for k, (c, w, b) in enumerate(zip(configs, workdirs, built))]
-  try:
-    start = _resume(runs, states)
-    for run in runs:
-      run.status(state="running", step=start, message=None)
-      if run.writer:
-        run.writer.write_hparams(run_dir.flat(run.config.to_dict()))
-    loop = Loop(runs, graphdef, train_step_fn(graphdef, task, tx),
-                make_predict(graphdef, states[0]), states)
-    loop.run(start)
-  except BaseException as err:
-    for run in runs:
-      if not run.diverged:
-        run.status(state="failed", message=f"{type(err).__name__}: {err}")
-    raise
-  finally:
-    for run in runs:
-      run.close()
+  with lock.hold(*(workdirs if lead else ())):  # one writer per workdir, before any write
+    done = [run_dir.finished(w, c.to_dict()) for c, w in zip(configs, workdirs)]
+    if all(done):  # all completed at train.steps: nothing is trained or rewritten
+      for workdir, status in zip(workdirs, done):
+        logging.info("%s: already completed at step %d; nothing to do", workdir, status["step"])
+      return [status.get("metrics", {}) for status in done]
+    for config, workdir in zip(configs, workdirs):
+      run_dir.prepare(workdir, config.to_dict(), overwrite)
+    runs = [Run(c, w, b[0], k if len(configs) > 1 else None, lead)
+            for k, (c, w, b) in enumerate(zip(configs, workdirs, built))]
+    try:
+      start = _resume(runs, states)
+      for run in runs:
+        run.status(state="running", step=start, message=None,
+                   main_metric=list(run.task.main_metric))  # for compare, which has no jax
+        if run.writer:
+          run.writer.write_hparams(run_dir.flat(run.config.to_dict()), [run.task.main_metric[0]])
+      loop = Loop(runs, graphdef, train_step_fn(graphdef, task, tx),
+                  make_predict(graphdef, states[0]), states)
+      loop.run(start)
+    except BaseException as err:
+      for run in runs:
+        if not run.diverged:
+          run.status(state="failed", message=f"{type(err).__name__}: {err}")
+      raise
+    finally:
+      for run in runs:
+        run.close()
   bad = [run.diverged for run in runs if run.diverged]
   if bad:
     raise Diverged("; ".join(bad))

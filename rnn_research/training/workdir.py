@@ -2,7 +2,9 @@
 
 Resuming needs the same config (only `train.steps` may change, to extend a run). Another
 config in a workdir that already holds a run is refused unless `overwrite`, which moves the
-old run into `workdir/replaced-<time>/` rather than deleting it: nothing is lost.
+old run to the sibling `<workdir>.replaced-<time>/` rather than deleting it: nothing is lost,
+and the old run stays out of the new run's TensorBoard tree. `finished` tells a run that is
+already complete (it is not trained, nor any of its files rewritten, again).
 """
 from __future__ import annotations
 
@@ -12,7 +14,11 @@ import shutil
 import time
 from typing import Any
 
+from absl import logging
+
 from rnn_research.training import atomic
+from rnn_research.training.lock import LOCK_FILE
+from rnn_research.training.status import read_status
 
 CONFIG_FILE = "config.json"
 _MAY_CHANGE = (("train", "steps"),)
@@ -49,6 +55,19 @@ def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
   return out
 
 
+def _move_aside(workdir: str) -> str:
+  """Moves everything in `workdir` but its lock to a new sibling; returns the sibling."""
+  base = f"{os.path.normpath(workdir)}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+  backup, n = base, 1
+  while os.path.exists(backup):
+    backup, n = f"{base}-{n}", n + 1
+  os.makedirs(backup)
+  for name in os.listdir(workdir):
+    if name != LOCK_FILE:
+      shutil.move(os.path.join(workdir, name), backup)
+  return backup
+
+
 def prepare(workdir: str, config: dict[str, Any], overwrite: bool = False) -> None:
   """Create `workdir` and write `config.json`; refuse a different config unless `overwrite`."""
   os.makedirs(workdir, exist_ok=True)
@@ -63,9 +82,21 @@ def prepare(workdir: str, config: dict[str, Any], overwrite: bool = False) -> No
           f"{' ...' if len(changed) > 5 else ''}); use another --workdir, or --overwrite to "
           "move the old run aside and start afresh")
     if changed:
-      backup = os.path.join(workdir, time.strftime("replaced-%Y%m%d-%H%M%S"))
-      os.makedirs(backup)
-      for name in os.listdir(workdir):
-        if not name.startswith("replaced-"):
-          shutil.move(os.path.join(workdir, name), backup)
+      backup = _move_aside(workdir)
+      logging.warning("--overwrite: moved the old run in %s to %s", workdir, backup)
   atomic.write_json(path, config, sort_keys=True)
+
+
+def finished(workdir: str, config: dict[str, Any]) -> dict[str, Any] | None:
+  """The status of the run in `workdir` if it is `completed` at `train.steps` of this very
+  `config` (config.json equal to it), else None. Reads only; its checkpoints are not needed."""
+  try:
+    with open(os.path.join(workdir, CONFIG_FILE)) as f:
+      old = json.load(f)
+  except (OSError, ValueError):
+    return None
+  status = read_status(workdir)
+  if (differences(old, json.loads(json.dumps(config))) or status.get("state") != "completed"
+      or status.get("step") != config["train"]["steps"]):
+    return None
+  return status
