@@ -11,7 +11,8 @@
 One process writes a workdir at a time (`training/lock.py`): a second one exits 2 naming the
 first. A run already completed at `train.steps` is reported and left as it is.
 
-Exit codes: 0 done (or preempted by SIGTERM after saving), 2 bad input, 3 diverged.
+Exit codes: 0 done (or preempted by SIGTERM or Ctrl-C after saving), 2 bad input, 3 diverged
+(a non-finite loss or one above `train.max_loss`).
 """
 import copy
 import sys
@@ -68,6 +69,9 @@ def main(argv: list[str]) -> None:
   except train.Diverged as err:
     logging.error("%s", err)
     sys.exit(3)
+  except KeyboardInterrupt:  # before the loop, or a second Ctrl-C: the last checkpoint stays
+    logging.warning("interrupted; rerun the same command to resume from the last checkpoint")
+    sys.exit(130)
   except ValueError as err:
     logging.error("bad input: %s", err)
     sys.exit(2)

@@ -427,3 +427,15 @@ def test_packed_episodes_train_and_resets_matter(tmp_path):
   assert first_on[1] == pytest.approx(apart, rel=1e-5)
   together = float(task.loss(model(packed["x"], packed["mask"]), packed))  # no resets
   assert first_off[1] == pytest.approx(together, rel=1e-5)
+
+
+def test_an_interrupt_outside_the_saving_handler_leaves_the_run_resumable(tmp_path, monkeypatch):
+  """A KeyboardInterrupt the loop does not turn into a save (a second Ctrl-C, or one while
+  the loop is being set up) propagates, and the run is `preempted`, not `failed`."""
+  def interrupted(self, start):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(train.Loop, "run", interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(tiny_kalman(), str(tmp_path))
+  assert read_status(str(tmp_path))["state"] == "preempted"

@@ -165,10 +165,11 @@ def train_seeds(configs: list[ml_collections.ConfigDict], workdirs: list[str],
       loop = Loop(runs, graphdef, train_step_fn(graphdef, task, tx),
                   make_predict(graphdef, states[0]), states)
       loop.run(start)
-    except BaseException as err:
+    except BaseException as err:  # a second Ctrl-C (the first one saves) is resumable
+      state = "preempted" if isinstance(err, KeyboardInterrupt) else "failed"
       for run in runs:
         if not run.diverged:
-          run.status(state="failed", message=f"{type(err).__name__}: {err}")
+          run.status(state=state, message=f"{type(err).__name__}: {err}")
       raise
     finally:
       for run in runs:
