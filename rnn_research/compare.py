@@ -1,11 +1,16 @@
 """Compare the runs of a sweep directory (rnn_research/experiments/compare.py).
 
   python -m rnn_research.compare runs/sweep [--metric=TAG] [--group_by=model.norm]
-      [--threshold=0.5] [--mode=auto|min|max] [--out=DIR] [--ylim=lo,hi]
+      [--threshold=0.5] [--mode=auto|min|max] [--baseline=GROUP] [--log] [--importance]
+      [--out=DIR] [--ylim=lo,hi]
 
-DIR is a sweep directory or one run's. --metric defaults to the task's main metric
-(e.g. eval/mse_over_kalman). Prints a markdown table and writes `<out>/compare.md` and `<out>/compare.png`; never imports
-jax, so it works on a sweep that is still running. Exit code 2 on bad input.
+DIR is a sweep directory or one run's. --metric defaults to the sweep file's get_metric(), else
+the task's main metric (e.g. eval/mse_over_kalman); --baseline to the sweep file's
+get_baseline() (both recorded in sweep.json). Prints the markdown tables (per group; against the
+baseline: difference, 95% CI, Hedges' g, Holm-adjusted p, verdict; with --importance each
+axis' share of the variance) and writes `<out>/compare.md`, `<out>/compare.png` (curves, 95% CI
+bands) and `<out>/compare_final.png` (final values per seed); never imports jax, so it works on a sweep that is still running. Exit
+code 2 on bad input.
 """
 import logging
 import sys
@@ -23,6 +28,12 @@ flags.DEFINE_float("threshold", None, "Also report the steps each group takes to
 flags.DEFINE_enum("mode", "auto", ["auto", "min", "max"],
                   "Whether lower (min) or higher (max) is better; auto: the task's for its main "
                   "metric, else max for accuracies.")
+flags.DEFINE_string("baseline", None, "Group to test every other group against (default: the "
+                    "sweep file's get_baseline(), from sweep.json; none: the per-group table only).")
+flags.DEFINE_bool("log", False, "Compare log(metric): ratios of geometric means (for ratio "
+                  "metrics such as eval/mse_over_kalman).")
+flags.DEFINE_bool("importance", False, "Also print each axis' (and pair of axes') share of the "
+                  "final metric's variance (functional ANOVA; a surrogate off a full grid).")
 flags.DEFINE_string("out", None, "Directory for compare.md and compare.png (default: DIR).")
 flags.DEFINE_list("ylim", None, "lo,hi: the figure's y range (default: every value).")
 
@@ -46,7 +57,8 @@ def main(argv: list[str]) -> None:
     if len(argv) != 2:
       raise ValueError("give one sweep or run directory: python -m rnn_research.compare DIR")
     text = compare.report(argv[1], FLAGS.metric, FLAGS.group_by, FLAGS.threshold, FLAGS.mode,
-                          FLAGS.out, _ylim(FLAGS.ylim))
+                          FLAGS.out, _ylim(FLAGS.ylim), FLAGS.baseline, FLAGS.log,
+                          FLAGS.importance)
   except ValueError as err:
     print(f"bad input: {err}", file=sys.stderr)
     sys.exit(2)

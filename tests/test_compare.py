@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnn_research.experiments import compare, compare_plot
+from rnn_research.experiments import baseline, compare, compare_plot
 from rnn_research.training.metric_writer import MetricWriter
 from rnn_research.training.status import write_status
 
@@ -181,18 +181,24 @@ def test_all_diverged_group_ranks_last(tmp_path):
   rows = compare.summarize(groups, "eval/loss", "min")
   assert [r.group for r in rows] == ["norm=batch", "norm=layer", "norm=none"]
   table = compare.markdown_table(rows)
-  assert table.splitlines()[-1].startswith("| norm=none | 1 | – | – | 1 |")
+  assert table.splitlines()[-1].startswith("| norm=none | 1 | 0 | – | – | – | 1/1 |")
 
 
 def test_markdown_table(sweep_dir):
   groups = compare.group_runs(compare.load_runs(str(sweep_dir)), None, None)
   table = compare.markdown_table(compare.summarize(groups, "eval/loss", "min", 0.65), 0.65)
   lines = table.splitlines()
-  assert lines[0] == ("| group | runs | final | best | steps to 0.65 | diverged | running "
-                      "| steps/s |")
-  assert lines[2] == ("| norm=layer | 3 | 0.3 ± 0.071 (n=2) | 0.3 ± 0.071 (n=2) "
-                      "| 100 (2/3 reached) | 1 | 0 | 40.0 |")
-  assert lines[3].startswith("| norm=none | 3 | 0.6 ± 0.1 | 0.5667 ± 0.15 | 150 (2/3 reached) |")
+  assert lines[0] == ("| group | runs | n | final mean [95% CI] | median | best | steps to 0.65 "
+                      "| diverged | running | steps/s |")
+  # layer: finals 0.25, 0.35: 0.3 ± t(0.975, 1) 0.05 = 0.3 ± 0.6353; reached by 2 of 3 (the
+  # diverged run is censored), so half had reached 0.65 by step 100.
+  assert lines[2] == ("| norm=layer | 3 | 2 | 0.3 [-0.3353, 0.9353] | 0.3 | 0.3 ± 0.071 "
+                      "| median 100 (1 of 3 censored) | 1/3 | 0 | 40.0 |")
+  # none: 0.6 ± t(0.975, 2) 0.1 / sqrt(3) = 0.6 ± 0.2484; reached at 100 and 200, 1 never.
+  assert lines[3].startswith("| norm=none | 3 | 3 | 0.6 [0.3516, 0.8484] | 0.6 | 0.5667 ± 0.15 "
+                             "| median 200 (1 of 3 censored) | 0/3 |")
+  assert lines[4].startswith("| norm=batch | 3 | 2 | 1.2 [-2.612, 5.012] | 1.2 | 1.2 ± 0.42 "
+                             "| not by half (3 of 3 censored) | 0/3 | 2 |")
   no_threshold = compare.markdown_table(compare.summarize(groups, "eval/loss", "min"))
   assert "steps to" not in no_threshold and "reached" not in no_threshold
 
@@ -213,6 +219,15 @@ def test_report_writes_markdown_and_png(sweep_dir, tmp_path_factory):
   # --metric defaults to the task's main metric (kalman: eval/mse_over_kalman, lower is better).
   last = (sweep_dir / "compare.md").read_text().splitlines()[-1]
   assert last.startswith("metric: eval/mse_over_kalman, mode: min, date: ")
+
+
+def test_report_writes_the_final_values_figure_and_the_axis_importance(sweep_dir, tmp_path):
+  text = compare.report(str(sweep_dir), "eval/loss", out=str(tmp_path), importance=True)
+  assert (tmp_path / "compare_final.png").read_bytes().startswith(b"\x89PNG")
+  assert "| model.norm | 100.0% |" in text  # the one axis the sweep varies explains it all
+  assert "exact on the full grid" in text
+  plain = compare.report(str(sweep_dir), "eval/loss", out=str(tmp_path))
+  assert "share of variance" not in plain
 
 
 def test_plot_curves(sweep_dir, tmp_path_factory):
@@ -275,7 +290,8 @@ def test_an_exploded_member_stays_off_the_axis_range(tmp_path):
 def test_one_run_directory_is_compared_alone(tmp_path):
   run = make_run(tmp_path, "solo", config("none", 0), [2.0, 1.0, 0.5], "completed")
   text = compare.report(str(run))
-  assert text.splitlines()[2].startswith("| base | 1 | 1 | 1 |")  # mse_over_kalman = 2 * 0.5
+  assert text.splitlines()[2].startswith("| base | 1 | 1 | 1 | 1 | 1 |")  # 2 * 0.5, n = 1
+  assert "baseline" not in text.lower()  # one group: nothing to compare it with
   assert (run / "compare.md").exists() and (run / "compare.png").exists()
   assert [r.name for r in compare.load_runs(str(run))] == ["solo"]
 
@@ -307,7 +323,8 @@ def test_cli_prints_table(sweep_dir):
   proc = run_cli(str(sweep_dir), "--metric=eval/accuracy", "--group_by=model.norm")
   assert proc.returncode == 0, proc.stderr
   lines = proc.stdout.splitlines()
-  assert lines[2].startswith("| norm=layer | 3 | 0.7 ± 0.071 (n=2) |")
+  assert lines[2].startswith("| norm=layer | 3 | 2 | 0.7 [0.06469, 1.335] |")
+  assert "No baseline: give --baseline=<group>" in proc.stdout
   assert "mode: max" in proc.stdout and (sweep_dir / "compare.png").exists()
 
 
@@ -320,6 +337,10 @@ def test_cli_prints_table(sweep_dir):
     ([], "bad input: give one sweep or run directory"),
     (["{sweep}", "--ylim=2,1"], "bad input: --ylim must be lo,hi with lo < hi, got '2,1'"),
     (["{sweep}", "--ylim=0,x"], "bad input: --ylim must be lo,hi"),
+    (["{sweep}", "--baseline=norm=nope"],
+     "bad input: unknown baseline 'norm=nope'; groups: norm=batch, norm=layer, norm=none"),
+    (["{sweep}", "--metric=eval/accuracy", "--log"],  # batch's running run: 1 - 1.5
+     "bad input: --log needs positive values of the metric, got -0.5"),
 ])
 @pytest.mark.slow  # one compare CLI process per case
 def test_cli_bad_input_exits_2(sweep_dir, tmp_path_factory, args, message):
@@ -340,3 +361,139 @@ def test_import_leaves_jax_out():
   proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                         timeout=120)
   assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# Final eval/loss per seed: layer clearly lower than none, batch no different; batch has a
+# diverged sixth run.
+FINALS = {"none": [1.0, 1.1, 0.9, 1.05, 0.95], "layer": [0.5, 0.55, 0.45, 0.52, 0.48],
+          "batch": [1.0, 1.2, 0.8, 1.1, 0.9]}
+
+
+def stats_sweep(root: Path, **manifest) -> Path:
+  """FINALS as a sweep directory; `manifest` adds keys (baseline, metric) to sweep.json."""
+  members = []
+  for norm, finals in FINALS.items():
+    for seed, final in enumerate(finals + ([50.0] if norm == "batch" else [])):
+      name = f"norm={norm},seed={seed}"
+      members.append({"name": name, "overrides": {"model.norm": norm, "train.seed": seed}})
+      make_run(root, name, config(norm, seed), [2.0, final], "diverged" if final > 2 else
+               "completed")
+  (root / "sweep.json").write_text(json.dumps({"members": members, **manifest}))
+  return root
+
+
+def comparison_rows(text: str) -> dict[str, dict[str, str]]:
+  """The second markdown table of `text` as {group: {column: cell}}."""
+  table = [line for line in text.split("\n\n")[1].splitlines() if line.startswith("|")]
+  head = [c.strip() for c in table[0].strip("|").split("|")]
+  return {cells[0]: dict(zip(head, cells)) for cells in
+          ([c.strip() for c in line.strip("|").split("|")] for line in table[2:])}
+
+
+def test_table_with_the_baseline_of_sweep_json(tmp_path):
+  from scipy import stats as sps
+  from rnn_research.experiments import stats
+
+  text = compare.report(str(stats_sweep(tmp_path, baseline={"model.norm": "none"})),
+                        "eval/loss")
+  rows = comparison_rows(text)
+  assert list(rows) == ["norm=layer", "norm=batch"]  # ranked as the groups are; not the base
+  p = [sps.ttest_ind(FINALS[g], FINALS["none"], equal_var=False).pvalue for g in ("layer", "batch")]
+  layer, batch = rows["norm=layer"], rows["norm=batch"]
+  d, lo, hi, _ = stats.welch(FINALS["layer"], FINALS["none"])
+  assert layer["n"] == "5" and layer["Δ vs norm=none [95% CI]"] == f"{d:+.3g} [{lo:+.3g}, {hi:+.3g}]"
+  assert layer["p"] == f"{p[0]:.2g}" and layer["p (Holm)"] == f"{stats.holm(p)[0]:.2g}"
+  assert layer["Hedges' g"] == f"{stats.hedges_g(FINALS['layer'], FINALS['none']):+.2f}"
+  assert layer["verdict"] == "better" and batch["verdict"] == "no evidence"
+  # batch: 1 of 6 diverged against 0 of 5 (Fisher: p = 1).
+  assert batch["n"] == "5" and batch["diverged: p (Holm)"] == "1 (1)"
+  legend = text.split("\n\n")[2]
+  assert legend.startswith("Baseline norm=none (n=5). Effect: difference of means (Welch)")
+  assert "Holm-adjusted over the 2 comparisons" in legend and "lower is better" in legend
+  # --baseline overrides sweep.json's; under max (accuracy = 1 - loss) layer is still better.
+  rows = comparison_rows(compare.report(str(tmp_path), "eval/loss", baseline="norm=layer"))
+  assert list(rows) == ["norm=none", "norm=batch"]
+  assert rows["norm=none"]["verdict"] == rows["norm=batch"]["verdict"] == "worse"
+  rows = comparison_rows(compare.report(str(tmp_path), "eval/accuracy"))
+  assert rows["norm=layer"]["verdict"] == "better"
+  with pytest.raises(ValueError, match="unknown baseline 'x'; groups: norm=batch, norm=layer"):
+    compare.report(str(tmp_path), "eval/loss", baseline="x")
+  # --log: ratios of geometric means.
+  rows = comparison_rows(compare.report(str(tmp_path), "eval/loss", log=True))
+  ratio = sps.gmean(FINALS["layer"]) / sps.gmean(FINALS["none"])
+  assert rows["norm=layer"]["ratio to norm=none [95% CI]"].startswith(f"{ratio:.3g}× [")
+
+
+def test_no_or_unmatched_baseline_shows_the_groups_only(tmp_path):
+  text = compare.report(str(stats_sweep(tmp_path / "a")), "eval/loss")
+  assert text.split("\n\n")[1] == compare.stats.NO_BASELINE and "p (Holm)" not in text
+  # A sweep.json baseline that no group has (e.g. under another --group_by): a note, no error.
+  text = compare.report(str(stats_sweep(tmp_path / "b", baseline={"model.norm": "gone"})),
+                        "eval/loss")
+  assert text.split("\n\n")[1].startswith(
+      'sweep.json\'s baseline {"model.norm": "gone"} matches 0 groups; give --baseline=<group>')
+  # --group_by: a baseline dict matches the group whose runs have its config values.
+  text = compare.report(str(stats_sweep(tmp_path / "c", baseline={"model.norm": "none"})),
+                        "eval/loss", ["model.norm", "model.cell"])
+  assert "Baseline norm=none,cell=gru (n=5)" in text
+
+
+SWEEP_FILE = '''"""A sweep for compare's tests."""
+import ml_collections
+
+
+def get_config(arg=None):
+  return ml_collections.ConfigDict({"model": {"norm": "none"}, "train": {"seed": 0}})
+
+
+def get_sweep():
+  return [{"model.norm": n, "train.seed": s} for n in ("none", "layer", "batch") for s in range(5)]
+
+
+def get_baseline():
+  return {"model.norm": "none"}
+
+
+def get_metric(arg):
+  return ("eval/accuracy", "max") if arg == "acc" else ("eval/loss", "min")
+'''
+
+
+def test_sweep_files_baseline_and_metric_reach_compare_through_sweep_json(tmp_path):
+  from rnn_research.experiments import sweep_runner, sweep_spec
+
+  path = tmp_path / "s.py"
+  path.write_text(SWEEP_FILE)
+  swp = sweep_spec.load(f"{path}:acc")
+  assert swp.baseline == {"model.norm": "none"} and swp.metric == ("eval/accuracy", "max")
+  assert sweep_spec.load(str(path)).metric == ("eval/loss", "min")
+  workdir = stats_sweep(tmp_path / "runs")
+  sweep_runner._write_manifest(swp, str(workdir), list(range(len(swp.members))))
+  manifest = json.loads((workdir / "sweep.json").read_text())
+  assert manifest["baseline"] == {"model.norm": "none"}
+  assert manifest["metric"] == ["eval/accuracy", "max"]
+  text = compare.report(str(workdir))  # no --metric, no --baseline: the sweep file's
+  assert text.splitlines()[-1].startswith("metric: eval/accuracy, mode: max, date: ")
+  assert comparison_rows(text)["norm=layer"]["verdict"] == "better"
+  assert "Baseline norm=none (n=5)" in text and "higher is better" in text
+  path.write_text(SWEEP_FILE.replace('("eval/loss", "min")', '("eval/loss", "least")'))
+  with pytest.raises(sweep_spec.SweepError, match="get_metric.. returned .* valid: .tag, 'min'"):
+    sweep_spec.load(str(path))
+
+
+@pytest.mark.parametrize("name", ["activations", "clipping", "extensions", "lstm_variants",
+                                  "norm_placement", "skips", "transition"])
+def test_shipped_sweeps_baseline_is_one_group(name):
+  """Each shipped sweep file's get_baseline() names exactly one group of its members, and
+  get_metric() the metric its docstring compares."""
+  from rnn_research.experiments import sweep_spec
+
+  swp = sweep_spec.load(str(ROOT / "configs" / "ablations" / f"{name}.py"))
+  manifest = {"members": [{"name": n, "overrides": m} for n, m in zip(swp.names, swp.members)]}
+  runs = [compare.Run(n, "", swp.config(i).to_dict(), {}, {}) for i, n in enumerate(swp.names)]
+  groups = compare.group_runs(runs, None, manifest)
+  base = baseline.baseline_group(groups, swp.baseline, manifest)
+  assert len(groups[base]) == sum(1 for m in swp.members
+                                  if {k: v for k, v in m.items() if k != "train.seed"}
+                                  == swp.baseline)
+  assert f"--metric={swp.metric[0]}" in swp.doc and swp.metric[1] == "min"

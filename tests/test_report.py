@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from absl import flags
 
+from rnn_research.experiments.stats import NO_BASELINE
 from rnn_research.training.metric_writer import MetricWriter
 from rnn_research.training.status import write_status
 
@@ -100,14 +101,19 @@ Made by `{{command}}` at {{commit}} on {{date}}; the sweeps trained for {{total_
 """
 # a: eval/loss (min), grouped by sweep.json's overrides; none is better than layer, though
 # layer sorts (and loads) first. b: eval/accuracy (max), grouped by model.cell, threshold 0.8.
-TABLE_A = """| group | runs | final | best | diverged | steps/s |
-|---|---|---|---|---|---|
-| norm=none | 2 | 0.4 ± 0.14 | 0.4 ± 0.14 | 0 | – |
-| norm=layer | 2 | 0.8 ± 0.14 | 0.8 ± 0.14 | 0 | – |"""
-TABLE_B = """| group | runs | final | best | steps to 0.8 | diverged | steps/s |
-|---|---|---|---|---|---|---|
-| cell=lstm | 2 | 0.925 ± 0.035 | 0.925 ± 0.035 | 100 (2/2 reached) | 0 | – |
-| cell=gru | 2 | 0.8 ± 0.071 | 0.8 ± 0.071 | 100 (1/2 reached) | 0 | – |"""
+# 2 seeds a group: the t interval is mean ± 12.7 standard errors (by hand: 0.4 ± 12.706 * 0.1)
+TABLE_A = f"""| group | runs | n | final mean [95% CI] | median | best | diverged | steps/s |
+|---|---|---|---|---|---|---|---|
+| norm=none | 2 | 2 | 0.4 [-0.8706, 1.671] | 0.4 | 0.4 ± 0.14 | 0/2 | – |
+| norm=layer | 2 | 2 | 0.8 [-0.4706, 2.071] | 0.8 | 0.8 ± 0.14 | 0/2 | – |
+
+{NO_BASELINE}"""
+TABLE_B = f"""| group | runs | n | final mean [95% CI] | median | best | steps to 0.8 | diverged | steps/s |
+|---|---|---|---|---|---|---|---|---|
+| cell=lstm | 2 | 2 | 0.925 [0.6073, 1.243] | 0.925 | 0.925 ± 0.035 | median 100 (0 of 2 censored) | 0/2 | – |
+| cell=gru | 2 | 2 | 0.8 [0.1647, 1.435] | 0.8 | 0.8 ± 0.071 | median 100 (1 of 2 censored) | 0/2 | – |
+
+{NO_BASELINE}"""
 
 
 @pytest.fixture
@@ -312,7 +318,7 @@ def test_cli_no_run_rebuilds_report_from_disk(report, tmp_path):
     assert (docs / "report" / s.key / "compare.png").exists()
   lstm = text.split("## lstm_variants", 1)[1]  # the one section with a threshold
   assert "| steps to 0.05 |" in lstm.splitlines()[1]
-  assert "| norm=layer | 1 | 0.04 | 0.04 | 100 (1/1 reached) | 0 | – |" in lstm
+  assert "| norm=layer | 1 | 1 | 0.04 | 0.04 | 0.04 | median 100 (0 of 1 censored) | 0/1 | – |" in lstm
   # Nothing ran: the sweeps' directories hold what they held.
   assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
 

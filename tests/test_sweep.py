@@ -544,8 +544,10 @@ def test_compare_the_sweep(tiny_sweep):
   assert set(table) == {"recurrent_scale=1", "recurrent_scale=10000"}
   good, bad = table["recurrent_scale=1"], table["recurrent_scale=10000"]
   assert good["runs"] == bad["runs"] == "2"
-  assert good["diverged"] == "0" and bad["diverged"] == "2"
-  assert bad["final"] == "–" and good["final"] != "–"
+  assert good["diverged"] == "0/2" and bad["diverged"] == "2/2"
+  final = "final mean [95% CI]"
+  assert bad[final] == "–" and good[final] != "–"
   assert body[0][0] == "recurrent_scale=1"  # ranked: the group with a final value first
   assert (workdir / "compare.png").stat().st_size > 0
+  assert (workdir / "compare_final.png").stat().st_size > 0
   assert (workdir / "compare.md").read_text().startswith(proc.stdout.split("\n\n")[0])

@@ -1,19 +1,24 @@
 """Declaring a sweep (`rnn_research.experiments.sweep_spec`): the member builders (sweep, seeds, product,
 zipit and their dict shorthand), member names, applying overrides to a locked config, loading
 a sweep file, command-line overrides for every member (`with_overrides`), and `check` reporting
-every bad member in one SweepError before anything runs.
+every bad member in one SweepError before anything runs; random search (`random_search` and its
+distributions, experiments/random_search.py).
 """
 from __future__ import annotations
 
+import math
 import textwrap
 
 import ml_collections
+import numpy as np
 import pytest
+from scipy import stats
 
 from configs import default
 from rnn_research.training import train
 from rnn_research.experiments.sweep_spec import (Sweep, SweepError, apply, check, load, member_names,
                                      product, seeds, sweep, with_overrides, zipit)
+from rnn_research.sweep_spec import choice, integer, log_uniform, random_search, uniform
 
 
 def base() -> ml_collections.ConfigDict:
@@ -341,3 +346,120 @@ def test_check_reports_every_bad_member_at_once():
 def test_check_of_no_members_fails():
   with pytest.raises(SweepError, match="no members"):
     check(sweep_of([]), train.init_state)
+
+
+# ---------------------------------------------------------------------------- random search
+
+SPACE = {"train.learning_rate": log_uniform(1e-4, 1e-1), "model.cell": choice(["lstm", "gru"]),
+         "model.hidden_size": integer(16, 128), "model.dropout": uniform(0.0, 0.5)}
+
+
+def test_random_search_is_deterministic_in_its_seed_and_extends():
+  members = random_search(n=20, seed=0, space=SPACE)
+  assert members == random_search(n=20, seed=0, space=SPACE)
+  assert members != random_search(n=20, seed=1, space=SPACE)
+  assert random_search(n=30, seed=0, space=SPACE)[:20] == members  # a larger n keeps them
+  assert all(list(m) == list(SPACE) for m in members)  # keys in the order of the space
+
+
+def test_random_search_draws_python_values_in_range():
+  members = random_search(n=400, seed=3, space=SPACE)
+  lrs = [m["train.learning_rate"] for m in members]
+  sizes = [m["model.hidden_size"] for m in members]
+  drops = [m["model.dropout"] for m in members]
+  assert all(type(v) is float and 1e-4 <= v <= 1e-1 for v in lrs)
+  assert all(type(v) is int for v in sizes) and {min(sizes), max(sizes)} == {16, 128}
+  assert all(type(v) is float and 0.0 <= v <= 0.5 for v in drops)
+  assert {m["model.cell"] for m in members} == {"lstm", "gru"}
+  # floats rounded to 3 significant digits, so the name shows the value itself
+  assert all(v == float(f"{v:.3g}") for v in lrs + drops)
+  assert all(apply(base(), m).train.learning_rate == m["train.learning_rate"] for m in members[:5])
+  exact = random_search(n=50, seed=3, space=SPACE, digits=None)
+  assert any(v["train.learning_rate"] != float(f"{v['train.learning_rate']:.6g}") for v in exact)
+
+
+def test_log_uniform_is_uniform_in_the_log():
+  lo, hi = 1e-5, 1.0
+  draws = [m["x"] for m in random_search(n=2000, seed=0, space={"x": log_uniform(lo, hi)},
+                                         digits=None)]
+  logs = (np.log(draws) - math.log(lo)) / (math.log(hi) - math.log(lo))
+  assert stats.kstest(logs, "uniform").pvalue > 0.01
+  assert stats.kstest(np.array(draws) / hi, "uniform").pvalue < 1e-10  # not uniform in x
+  rounded = [m["x"] for m in random_search(n=500, seed=1, space={"x": log_uniform(lo, hi)})]
+  assert stats.kstest((np.log(rounded) - math.log(lo)) / (math.log(hi) - math.log(lo)),
+                      "uniform").pvalue > 0.01
+  # integer(log=True): P(k <= K) = log(K + 1) / log(hi + 1); a second axis keeps repeats rare
+  space = {"k": integer(1, 10_000, log=True), "u": uniform(0.0, 1.0)}
+  ints = [m["k"] for m in random_search(n=2000, seed=0, space=space, digits=None)]
+  edges = [1, 2, 10, 100, 1000, 10_001]
+  counts, _ = np.histogram(ints, bins=edges)
+  expected = np.diff(np.log(edges)) / math.log(10_001) * len(ints)
+  assert stats.chisquare(counts, expected).pvalue > 0.01
+
+
+def test_random_search_composes_with_seeds():
+  points = random_search(n=4, seed=0, space=SPACE)
+  members = product(points, seeds(3))
+  assert len(members) == 12
+  assert members[:3] == [{**points[0], "train.seed": s} for s in range(3)]
+  names = member_names(members)
+  assert len(set(names)) == 12
+  assert names[0].startswith("learning_rate=") and names[0].endswith(",seed=0")
+  check(sweep_of(members), lambda config: None)  # typed right, no duplicates
+
+
+def test_random_search_names_never_collide():
+  small = {"model.cell": choice(["rnn", "gru"]), "model.hidden_size": integer(1, 3)}
+  members = random_search(n=6, seed=0, space=small)  # the whole space, in a drawn order
+  assert sorted(member_names(members)) == sorted(member_names(product(
+      {"model.cell": ["rnn", "gru"], "model.hidden_size": [1, 2, 3]})))
+  narrow = random_search(n=2, seed=0, space={"x": uniform(1.0, 1.01)})  # 3 digits: 1 or 1.01
+  assert len(set(member_names(narrow))) == 2
+  with pytest.raises(SweepError, match=r"repeats in a row after 2 distinct members of n=3"):
+    random_search(n=3, seed=0, space={"x": uniform(1.0, 1.01)})
+  with pytest.raises(SweepError, match="repeats in a row"):  # both values are named a_b
+    random_search(n=2, seed=0, space={"x": choice(["a/b", "a_b"])})
+
+
+@pytest.mark.parametrize("build,match", [
+    (lambda: uniform(1.0, 1.0), r"uniform\(lo, hi\) needs lo < hi"),
+    (lambda: uniform(2, 1), r"needs lo < hi, got uniform\(2, 1\)"),
+    (lambda: uniform("a", 1), "bounds must be finite numbers"),
+    (lambda: uniform(0, math.inf), "bounds must be finite numbers"),
+    (lambda: log_uniform(0.0, 1.0), r"log_uniform\(lo, hi\) needs 0 < lo < hi"),
+    (lambda: log_uniform(-1, 1), "needs 0 < lo < hi"),
+    (lambda: log_uniform(1e-2, 1e-3), "needs 0 < lo < hi"),
+    (lambda: choice([]), "non-empty list"),
+    (lambda: choice("ab"), "non-empty list"),
+    (lambda: integer(3, 2), r"integer\(lo, hi\) needs lo <= hi"),
+    (lambda: integer(1.5, 3), "needs int bounds"),
+    (lambda: integer(0, 10, log=True), "1 <= lo <= hi with log=True"),
+    (lambda: random_search(-1, 0, SPACE), "n >= 0"),
+    (lambda: random_search(3, 1.5, SPACE), "int seed"),
+    (lambda: random_search(3, 0, {}), "non-empty space"),
+    (lambda: random_search(3, 0, {"a": [1, 2]}), r"'a': \[1, 2\] is not a distribution"),
+    (lambda: random_search(3, 0, SPACE, digits=0), "digits >= 1 or None"),
+    (lambda: random_search(7, 0, {"a": choice([1, 2]), "b": integer(1, 3)}),
+     "n=7 but the space has only 6 distinct members"),
+])
+def test_random_search_rejects_bad_arguments_in_one_line(build, match):
+  with pytest.raises(SweepError, match=match) as err:
+    build()
+  assert "\n" not in str(err.value)
+
+
+def test_a_random_search_file_loads_the_same_members_twice(tmp_path):
+  path = write(tmp_path, '''
+      from configs import default
+      from rnn_research.sweep_spec import log_uniform, product, random_search, seeds
+
+      def get_config(arg=None):
+        return default.for_task("kalman", cell="gru", hidden_size=4, steps=4, batch_size=4)
+
+      def get_sweep():
+        space = {"train.learning_rate": log_uniform(1e-4, 1e-1)}
+        return product(random_search(n=5, seed=0, space=space), seeds(2))
+      ''')
+  first, again = load(path), load(path)
+  assert (first.members, first.names) == (again.members, again.names)
+  assert len(set(first.names)) == 10 and first.names[1].endswith(",seed=1")

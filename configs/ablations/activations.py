@@ -46,3 +46,12 @@ def get_sweep() -> list[dict]:
   return product(sweep("model.activation", ["tanh", "sigmoid", "relu", "identity"]),
                  sweep("model.recurrent_scale", [0.5, 1.0, 2.0]),
                  seeds(3))
+
+
+def get_baseline() -> dict:
+  """The group every other is tested against (compare): tanh at gain 1.0."""
+  return {"model.activation": "tanh", "model.recurrent_scale": 1.0}
+
+
+def get_metric() -> tuple[str, str]:
+  return ("eval/mse_over_chance", "min")

@@ -54,3 +54,13 @@ def get_sweep() -> list[dict]:
   sgd = product(sweep("train.optimizer", ["sgd"]), clips, sweep("train.learning_rate", [1e-2]),
                 seeds(3))
   return adam + sgd
+
+
+def get_baseline() -> dict:
+  """The group every other is tested against (compare): no clipping, adam at 1e-2 (members
+  at another learning rate or with SGD differ from it in that too)."""
+  return {"train.clip": "none", "train.learning_rate": 1e-2}
+
+
+def get_metric() -> tuple[str, str]:
+  return ("eval/mse_over_chance", "min")

@@ -53,3 +53,12 @@ def get_sweep() -> list[dict]:
             + [{"model.norm": "batch_per_step"}]
             + sweep("model.cell", ["gru", "min_gru", "min_lstm"]))
   return product(models, seeds(2))
+
+
+def get_baseline() -> dict:
+  """The group every other is tested against (compare): the plain LSTM (no overrides)."""
+  return {}
+
+
+def get_metric() -> tuple[str, str]:
+  return ("eval/mse_over_kalman", "min")

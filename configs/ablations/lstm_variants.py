@@ -46,3 +46,12 @@ def get_sweep() -> list[dict]:
             + [{"model.lstm_variant": "lecture", "model.lecture_peephole": True}]
             + sweep("model.cell", ["rnn", "gru"]))
   return product(models, seeds(3))
+
+
+def get_baseline() -> dict:
+  """The group every other is tested against (compare): the standard (vanilla) LSTM."""
+  return {"model.lstm_variant": "standard"}
+
+
+def get_metric() -> tuple[str, str]:
+  return ("eval/mse_over_chance", "min")

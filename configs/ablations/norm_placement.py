@@ -78,3 +78,14 @@ def get_sweep() -> list[dict]:
   tiny = product(sweep("model.norm", ["none", "mini_layer", "mini_vertical"]),
                  sweep("model.hidden_size", [2]))
   return product(placements + whole_sequence + tiny, seeds(3))
+
+
+def get_baseline() -> dict:
+  """The group every other is tested against (compare): no norm, 32 units."""
+  return {"model.norm": "none"}
+
+
+def get_metric(arg: str | None = None) -> tuple[str, str]:
+  """The metric of the config's task (`arg` as in get_config)."""
+  kalman = "kalman" in (arg.split(",") if arg else [])
+  return ("eval/mse_over_kalman" if kalman else "eval/mse_over_chance", "min")

@@ -56,3 +56,12 @@ def get_sweep() -> list[dict]:
                           sweep("model.skip_span", [1, 4])))
   return product(sweep("model.vertical_skip", ["none", "residual", "dense"]), horizontal,
                  seeds(3))
+
+
+def get_baseline() -> dict:
+  """The group every other is tested against (compare): the plain stack, no skips."""
+  return {"model.vertical_skip": "none", "model.horizontal_skip": "none"}
+
+
+def get_metric() -> tuple[str, str]:
+  return ("eval/mse_over_chance", "min")

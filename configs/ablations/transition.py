@@ -57,3 +57,14 @@ def get_sweep() -> list[dict]:
             + product(sweep("model.transition", ["mlp"]),
                       sweep("model.mlp_hidden", [32, 128])))
   return product(models, seeds(3))
+
+
+def get_baseline() -> dict:
+  """The group every other is tested against (compare): the linear transition, 32 units."""
+  return {"model.transition": "linear"}
+
+
+def get_metric(arg: str | None = None) -> tuple[str, str]:
+  """The reference-normalised error of the config's task (`arg` as in get_config)."""
+  kalman = "kalman" in (arg.split(",") if arg else [])
+  return ("eval/mse_over_kalman" if kalman else "eval/mse_over_ekf", "min")

@@ -3,9 +3,12 @@
 Reads each member's config.json, status.json and event files (never jax), so it works on a
 sweep that is still running. Runs are grouped by `group_by`'s config keys, or else by their
 sweep overrides except `train.seed` (seeds are what a group averages over). `report` writes
-`<out>/compare.md` (the markdown table) and `<out>/compare.png` (compare_plot.py). The metric
-defaults to the task's main metric (`Task.main_metric`, recorded in each run's status.json). The
-command line is `python -m rnn_research.compare` (rnn_research/compare.py).
+`<out>/compare.md` (the markdown tables) and `<out>/compare.png` (compare_plot.py). The metric
+defaults to the sweep file's get_metric(), else the task's main metric (`Task.main_metric`, in
+each run's status.json). Each group gets n, mean [95% CI], median and diverged/runs; against a
+baseline (--baseline, else the sweep file's get_baseline(), both in sweep.json) Welch's
+difference, Hedges' g, Holm-adjusted p and a verdict (stats.py). The command line is
+`python -m rnn_research.compare` (rnn_research/compare.py).
 
 A run's final value is the last logged value of the metric (a running run's latest one).
 Diverged and failed runs stopped early: they give no final or best value and never count as
@@ -24,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from rnn_research.experiments import baseline as baselines, importance as axis_importance, stats
 from rnn_research.training import atomic, workdir as run_dir
 from rnn_research.training.metric_writer import read_scalars
 from rnn_research.training.status import read_status
 
-SEED_KEY = "train.seed"
+SEED_KEY = baselines.SEED_KEY  # seeds are what a group averages over
 STOPPED = ("diverged", "failed")  # states of runs that ended before their last step
 STEPS_PER_SEC = "perf/steps_per_sec"
 Series = list[tuple[int, float]]
@@ -61,12 +65,7 @@ class Row:
   steps_per_sec: float | None  # mean over runs of each run's mean perf/steps_per_sec
 
 
-def mean_std(values: list[float]) -> tuple[float, float] | None:
-  """Mean and sample standard deviation (ddof=1; 0 for one value); None if empty."""
-  if not values:
-    return None
-  std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-  return float(np.mean(values)), std
+mean_std = stats.mean_std
 
 
 def _read_json(path: str) -> dict[str, Any] | None:
@@ -198,54 +197,68 @@ def summarize(groups: dict[str, list[Run]], metric: str, mode: str,
   return sorted(rows, key=lambda r: (not r.finals, sign * np.mean(r.finals) if r.finals else 0.0))
 
 
-def _stat(values: list[float], runs: int) -> str:
-  ms = mean_std(values)
-  if ms is None:
-    return "–"
-  text = f"{ms[0]:.4g} ± {ms[1]:.2g}" if len(values) > 1 else f"{ms[0]:.4g}"
-  return text if len(values) == runs else f"{text} (n={len(values)})"
-
-
-def markdown_table(rows: list[Row], threshold: float | None = None) -> str:
-  """The rows as a markdown table; state columns beyond `diverged` only where nonzero."""
+def markdown_table(rows: list[Row], threshold: float | None = None, log: bool = False) -> str:
+  """The rows as a markdown table: runs, n (runs with a final value), the final values' mean
+  [95 % t CI] and median, best, steps to `threshold`, diverged/runs, other states where
+  nonzero, steps/s."""
   extra = [s for s in ("failed", "running", "preempted") if any(r.states.get(s) for r in rows)]
-  head = ["group", "runs", "final", "best"]
+  head = ["group", "runs", "n", f"final {'geo. mean' if log else 'mean'} [95% CI]", "median",
+          "best"]
   head += [f"steps to {threshold:g}"] if threshold is not None else []
   head += ["diverged", *extra, "steps/s"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in rows:
-    cells = [r.group, str(r.runs), _stat(r.finals, r.runs), _stat(r.bests, r.runs)]
-    if threshold is not None:
-      mean = f"{np.mean(r.reach_steps):.0f}" if r.reach_steps else "–"
-      cells.append(f"{mean} ({len(r.reach_steps)}/{r.runs} reached)")
-    cells += [str(r.states.get(s, 0)) for s in ("diverged", *extra)]
+    cells = [r.group, str(r.runs), *stats.final_cells(r.finals, log), stats.mean_std_cell(r.bests)]
+    cells += [stats.reach_cell(r.reach_steps, r.runs)] if threshold is not None else []
+    cells += [f"{r.states.get('diverged', 0)}/{r.runs}"] + [str(r.states.get(s, 0)) for s in extra]
     cells.append(f"{r.steps_per_sec:.1f}" if r.steps_per_sec is not None else "–")
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
-def report(directory: str, metric: str | None = None, group_by: list[str] | None = None,
-           threshold: float | None = None, mode: str = "auto", out: str | None = None,
-           ylim: tuple[float, float] | None = None) -> str:
-  """Compares the sweep (or the one run) in `directory` by `metric` (default: the task's main
-  metric); writes compare.md and .png; returns the .md text."""
-  from rnn_research.experiments.compare_plot import plot  # (matplotlib; it imports this module)
-
-  runs = load_runs(directory)
-  main = default_metric(runs)
+def _resolve(runs: list[Run], sweep: dict[str, Any], metric: str | None,
+             mode: str) -> tuple[str, str]:
+  """(metric, mode): --metric, else the sweep file's get_metric(), else the task's."""
+  declared = tuple(sweep["metric"]) if sweep.get("metric") else None
+  main = declared if declared and (not metric or metric == declared[0]) else default_metric(runs)
   metric = metric or main[0]
-  mode = resolve_mode(metric, mode, main)
   tags = set().union(*(r.scalars for r in runs))
   if metric not in tags:
     raise ValueError(f"metric {metric!r} is in no run; scalar tags: "
                      f"{', '.join(sorted(tags)) or 'none logged yet'}")
-  groups = group_runs(runs, group_by, _read_json(os.path.join(directory, "sweep.json")))
+  return metric, resolve_mode(metric, mode, main)
+
+
+def report(directory: str, metric: str | None = None, group_by: list[str] | None = None,
+           threshold: float | None = None, mode: str = "auto", out: str | None = None,
+           ylim: tuple[float, float] | None = None, baseline: str | None = None,
+           log: bool = False, importance: bool = False) -> str:
+  """Compares the sweep (or the one run) in `directory` by `metric` (default: the sweep file's
+  get_metric(), else the task's main metric), each group against `baseline` (default: the
+  sweep file's get_baseline()) if any, and with `importance` each axis' share of the metric's
+  variance (importance.py); writes compare.md, compare.png (curves) and compare_final.png
+  (final values per group); returns the .md text."""
+  from rnn_research.experiments.compare_plot import plot, plot_final  # (matplotlib)
+
+  runs = load_runs(directory)
+  sweep = _read_json(os.path.join(directory, "sweep.json")) or {}
+  metric, mode = _resolve(runs, sweep, metric, mode)
+  groups = group_runs(runs, group_by, sweep)
   rows = summarize(groups, metric, mode, threshold)
-  table = markdown_table(rows, threshold)
+  base, note = baselines.resolve(groups, sweep, baseline)
+  if base is not None and len(rows) > 1:
+    n_base = len(next(r for r in rows if r.group == base).finals)
+    comparisons = baselines.comparisons(rows, base, mode, log)
+    note = stats.markdown(comparisons, base, n_base, mode, log)
+  note = note or (stats.NO_BASELINE if len(rows) > 1 else "")
+  table = markdown_table(rows, threshold, log) + (f"\n\n{note}" if note else "")
+  if importance:
+    table += "\n\n" + axis_importance.from_runs(runs, metric, mode, sweep, group_by, log)
   out = out or directory
   date = datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
-  text = f"{table}\n\nmetric: {metric}, mode: {mode}, date: {date}\n"
+  text = f"{table}\n\nmetric: {metric}{' (log)' if log else ''}, mode: {mode}, date: {date}\n"
   atomic.write_text(os.path.join(out, "compare.md"), text)
-  plot({r.group: groups[r.group] for r in rows}, metric, mode, os.path.join(out, "compare.png"),
-       ylim)
+  ordered = {r.group: groups[r.group] for r in rows}
+  plot(ordered, metric, mode, os.path.join(out, "compare.png"), ylim)
+  plot_final(ordered, metric, mode, os.path.join(out, "compare_final.png"), base, log)
   return text

@@ -1,11 +1,13 @@
-"""The figure of `compare`: each group's curves of one metric over the training steps.
+"""The figures of `compare`: each group's curves of one metric over the training steps
+(`plot`), and each group's final values (`plot_final`).
 
-Per group, the mean curve over its runs that did not stop early, shaded from their min to
-their max; a diverged or failed run is drawn thin, with an 'x' at its last finite point. The
+Per group, the mean curve over its runs that did not stop early, shaded with the 95%
+confidence band of that mean (Student t over the group's runs at each step; none for one
+run); a diverged or failed run is drawn thin, with an 'x' at its last finite point. The
 y range comes from the runs that neither stopped nor went far beyond the others, so one
 exploded member neither squashes the others nor makes the axis logarithmic; what lies beyond
 the range is drawn at its edge and marked with the run's name and value.
-matplotlib is imported when a figure is drawn, never by `compare` itself.
+matplotlib and scipy are imported when a figure is drawn, never by `compare` itself.
 """
 from __future__ import annotations
 
@@ -31,6 +33,21 @@ def _align(series: list[Series]) -> tuple[np.ndarray, np.ndarray]:
   if not keep.any():
     keep = ~np.isnan(matrix).all(0)
   return np.array(steps)[keep], matrix[:, keep]
+
+
+def mean_ci(values: Any) -> tuple[np.ndarray, np.ndarray]:
+  """Mean over axis 0 (NaNs left out) and the half-width of its 95% confidence interval,
+  scipy.stats.t.ppf(0.975, n - 1) * std / sqrt(n) (sample std, ddof=1); NaN where n < 2."""
+  from scipy import stats  # deferred, like matplotlib: only the figures need it
+
+  values = np.asarray(values, dtype=float)
+  n = np.sum(~np.isnan(values), 0)
+  mean = np.nansum(values, 0) / np.maximum(n, 1)
+  mean = np.where(n > 0, mean, np.nan)
+  dof = np.maximum(n - 1, 1)
+  std = np.sqrt(np.nansum((values - mean) ** 2, 0) / dof)
+  half = np.where(n > 1, stats.t.ppf(0.975, dof) * std / np.sqrt(np.maximum(n, 1)), np.nan)
+  return mean, half
 
 
 def _curve(run: Run, metric: str) -> np.ndarray:
@@ -99,15 +116,19 @@ def _mark_off(ax: Any, run: Run, metric: str, color: Any, lim: tuple[float, floa
 
 def _draw_group(ax: Any, runs: list[Run], metric: str, color: Any, label: str,
                 lim: tuple[float, float], off: set[str]) -> None:
-  """Draws one group (the legend names its first line): the mean and min..max of its runs in
-  the range; each run out of it (stopped, or far beyond) thin, clipped to the range and
-  marked at its edge; a stopped run's last point as an 'x'."""
+  """Draws one group (the legend names its first line): the mean of its runs in the range,
+  shaded with its 95% confidence band (`mean_ci`, clipped to the range; none for one run);
+  each run out of it (stopped, or far beyond) thin, clipped to the range and marked at its
+  edge; a stopped run's last point as an 'x'."""
   label_once: str | None = label
   inside = [s for s in (finite_series(r, metric) for r in runs if r.name not in off) if s]
   if inside:
     steps, matrix = _align(inside)
-    ax.plot(steps, np.nanmean(matrix, 0), color=color, lw=2, label=label_once)
-    ax.fill_between(steps, np.nanmin(matrix, 0), np.nanmax(matrix, 0), color=color, alpha=0.2)
+    mean, half = mean_ci(matrix)
+    ax.plot(steps, mean, color=color, lw=2, label=label_once)
+    if len(inside) > 1:
+      ax.fill_between(steps, np.clip(mean - half, *lim), np.clip(mean + half, *lim),
+                      color=color, alpha=0.2, lw=0)
     label_once = None
   for run in runs:
     series = finite_series(run, metric)
@@ -123,7 +144,8 @@ def _draw_group(ax: Any, runs: list[Run], metric: str, color: Any, label: str,
 
 def plot(groups: dict[str, list[Run]], metric: str, mode: str, path: str,
          ylim: tuple[float, float] | None = None) -> Any:
-  """Per group: mean curve over its runs in range, shaded min..max; the others thin.
+  """Per group: mean curve over its runs in range, shaded with its 95% confidence band (none
+  for a group of one run); the others thin.
 
   The y range (`axis_range`, or `ylim`) leaves out diverged runs and runs far beyond the
   others; what lies beyond it is drawn at its edge, and each such run is marked there with
@@ -148,10 +170,96 @@ def plot(groups: dict[str, list[Run]], metric: str, mode: str, path: str,
   ax.set_ylim(*lim)
   better = "lower" if mode == "min" else "higher"
   ax.set(xlabel="step", ylabel=metric,
-         title=f"{metric}: mean over runs, shaded min..max ({better} is better)")
+         title=f"{metric}: mean over runs, shaded 95% CI of the mean ({better} is better)")
   ax.grid(alpha=0.3)
   ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+  _save(fig, path)
+  return fig
+
+
+def _save(fig: Any, path: str) -> None:
+  """Writes `fig` to `path` atomically, in the format its extension names (png without one)."""
   image = io.BytesIO()
   fig.savefig(image, dpi=100, format=os.path.splitext(path)[1][1:] or "png")
   atomic.write_bytes(path, image.getvalue())
+
+
+def final_values(runs: list[Run], metric: str) -> list[float]:
+  """The final value (last finite one logged) of each run that did not stop early (as the
+  table's `final`)."""
+  series = [finite_series(r, metric) for r in runs if r.state not in STOPPED]
+  return [s[-1][1] for s in series if s]
+
+
+def _final_label(name: str, runs: list[Run]) -> str:
+  """`name`, with how many of its runs stopped early, e.g. "norm=none (1 diverged)"."""
+  stopped = [f"{n} {state}" for state in STOPPED
+             if (n := sum(r.state == state for r in runs))]
+  return f"{name} ({', '.join(stopped)})" if stopped else name
+
+
+def final_ci(finals: list[float], log: bool = False) -> tuple[float, float, float]:
+  """(mean, lo, hi): the mean of `finals` and its 95% t interval (NaNs for n < 2); under `log`
+  the geometric mean and exp of the interval of mean log x (all finals must be > 0)."""
+  values = np.log(finals) if log else np.asarray(finals, dtype=float)
+  mean, half = (float(v) for v in mean_ci(values))
+  back = np.exp if log else float
+  return float(back(mean)), float(back(mean - half)), float(back(mean + half))
+
+
+def _draw_finals(ax: Any, x: int, finals: list[float], color: Any, log: bool) -> None:
+  """One group's column: its runs' finals as dots spread left of `x`, their mean with its
+  95% CI (`final_ci`) as an error bar right of it (a bare mean for one run)."""
+  if not finals:
+    return
+  spread = np.linspace(-0.25, -0.05, len(finals)) if len(finals) > 1 else np.array([-0.15])
+  ax.scatter(x + spread, finals, color=color, alpha=0.7, s=28, zorder=3)
+  mean, lo, hi = final_ci(finals, log)
+  ax.errorbar([x + 0.15], [mean], yerr=None if np.isnan(lo) else [[mean - lo], [hi - mean]],
+              fmt="D", color=color, mec="black", capsize=6, ms=7, lw=2, zorder=4)
+
+
+def plot_final(groups: dict[str, list[Run]], metric: str, mode: str, path: str,
+               baseline: str | None = None, log: bool = False) -> Any:
+  """The final value of `metric` per group, in `groups`' order (the table's): one dot per run
+  that did not stop early, the mean with its 95% confidence interval (Student t) as an error
+  bar, and `baseline`'s mean (a group name) as a dashed line; under `log` geometric means on a
+  log axis. Runs that stopped early give no dot; the group's label counts them. Saves the
+  figure to `path` (as `plot`) and returns it."""
+  import matplotlib  # deferred: only the plot needs it
+  matplotlib.use("Agg")
+  from matplotlib.figure import Figure
+
+  if baseline is not None and baseline not in groups:
+    raise ValueError(f"baseline {baseline!r} is no group; groups: {', '.join(groups)}")
+  fig = Figure(figsize=(max(6.0, 1.2 * len(groups) + 3), 5), layout="constrained")
+  ax = fig.subplots()
+  palette = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
+  finals = {name: final_values(runs, metric) for name, runs in groups.items()}
+  every = [v for values in finals.values() for v in values]
+  if log and every and min(every) <= 0:
+    raise ValueError(f"log needs positive values, got {min(every):g}")
+  for i, values in enumerate(finals.values()):
+    _draw_finals(ax, i, values, palette(i % palette.N), log)
+  if any(finals.values()):  # the legend's entries, in gray
+    ax.plot([], [], "o", color="gray", alpha=0.7, label="one run's final value")
+    ax.errorbar([], [], yerr=[], fmt="D", color="gray", mec="black", capsize=6,
+                label=f"{'geo. mean' if log else 'mean'}, 95% CI")
+  if baseline is not None and finals[baseline]:
+    level = final_ci(finals[baseline], log)[0]
+    ax.axhline(level, color="gray", ls="--", lw=1.2, zorder=1,
+               label=f"baseline {baseline}: {level:.4g}")
+  if log or every and min(every) > 0 and max(every) / min(every) > 10:
+    ax.set_yscale("log")
+  ax.set_xticks(range(len(groups)), [_final_label(n, r) for n, r in groups.items()],
+                rotation=20 if len(groups) > 3 else 0, ha="right" if len(groups) > 3 else "center")
+  ax.set_xlim(-0.6, len(groups) - 0.4)
+  better = "lower" if mode == "min" else "higher"
+  ax.set(ylabel=f"final {metric}",
+         title=f"final {metric}: runs and {'geometric ' if log else ''}mean, 95% CI "
+         f"({better} is better)")
+  ax.grid(alpha=0.3, axis="y")
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize="small", loc="best")
+  _save(fig, path)
   return fig

@@ -268,5 +268,7 @@ def _write_manifest(swp: sweep_spec.Sweep, workdir: str, indices: list[int]) -> 
   manifest = {"config": swp.config_arg, "doc": swp.doc, "overrides": list(swp.overrides),
               "members": [{"name": swp.names[i], "overrides": swp.members[i]}
                           for i in range(len(swp.members))],
-              "selected": [swp.names[i] for i in indices]}
+              "selected": [swp.names[i] for i in indices],
+              # for `compare`: get_baseline() and get_metric() of the sweep file, or null
+              "baseline": swp.baseline, "metric": list(swp.metric) if swp.metric else None}
   atomic.write_json(os.path.join(workdir, "sweep.json"), manifest)

@@ -118,6 +118,8 @@ class Sweep:
   names: list[str]
   doc: str
   overrides: tuple[str, ...] = ()
+  baseline: dict[str, Any] | str | None = None  # get_baseline(): overrides or a group name
+  metric: tuple[str, str] | None = None  # get_metric(): (tag, "min" | "max")
 
   def config(self, i: int) -> ml_collections.ConfigDict:
     """The base config with member i's overrides applied (a new, locked copy)."""
@@ -125,7 +127,9 @@ class Sweep:
 
 
 def load(config_arg: str) -> Sweep:
-  """Imports `path[:arg]`, calls get_config(arg) and get_sweep(); checks nothing yet."""
+  """Imports `path[:arg]`, calls get_config(arg) and get_sweep(), and if defined
+  get_baseline() (the baseline member's overrides without its seed, or a group name) and
+  get_metric() ((tag, "min" | "max")) for `compare`; checks nothing else yet."""
   path, _, arg = config_arg.partition(":")
   if not os.path.isfile(path):
     raise SweepError(f"no sweep file {path!r}")
@@ -144,8 +148,22 @@ def load(config_arg: str) -> Sweep:
     if not isinstance(m, Mapping):
       raise SweepError(f"{path}: get_sweep() member {i} is {m!r}, not a dict of overrides")
   members = [dict(m) for m in members]
+  got = {}  # the optional get_baseline() and get_metric(), called with `arg` if they take one
+  for name in ("get_baseline", "get_metric"):
+    fn = getattr(module, name, None)
+    if callable(fn):
+      got[name] = fn(arg or None) if fn.__code__.co_argcount else fn()
+  baseline, metric = got.get("get_baseline"), got.get("get_metric")
+  if baseline is not None and not isinstance(baseline, (Mapping, str)):
+    raise SweepError(f"{path}: get_baseline() returned {baseline!r}; valid: the baseline "
+                     "member's overrides without its seed (a dict) or a group name (a str)")
+  if metric is not None and (not isinstance(metric, (tuple, list)) or len(metric) != 2
+                             or not isinstance(metric[0], str) or metric[1] not in ("min", "max")):
+    raise SweepError(f"{path}: get_metric() returned {metric!r}; valid: (tag, 'min' | 'max')")
   return Sweep(config_arg, base, members, member_names(members),
-               (module.__doc__ or "").strip())
+               (module.__doc__ or "").strip(),
+               baseline=dict(baseline) if isinstance(baseline, Mapping) else baseline,
+               metric=tuple(metric) if metric is not None else None)
 
 
 def _parent(config: ml_collections.ConfigDict, key: str) -> ml_collections.ConfigDict:

@@ -1,0 +1,251 @@
+"""The statistics of `compare`: per-group intervals and tests of each group against a baseline.
+
+numpy and scipy only (no jax). A group's sample is its runs' final values x_1..x_n (runs that
+diverged or failed give none; their rate is tested separately). Every interval is 95 % and
+two-sided; every test is two-sided and the family of comparisons with one baseline is
+Holm-adjusted, so "better" / "worse" at alpha = 0.05 keeps the chance of any false verdict in
+the table at or below 5 % (each CI alone is not adjusted). With `log`, the values are log x:
+differences become ratios of geometric means, exp(mean log x_a - mean log x_b).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+ALPHA = 0.05
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Summary:
+  """One group's n, mean, median and the 95 % t interval [lo, hi] of its mean (NaN if n < 2)."""
+  n: int
+  mean: float
+  median: float
+  lo: float
+  hi: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+  """One group against the baseline. `diff` = mean - baseline mean (under log: the ratio of
+  geometric means), [lo, hi] its Welch 95 % CI, `g` Hedges' g, `p` Welch's two-sided p and
+  `p_holm` the Holm-adjusted one (NaN where undefined), `verdict` "better" | "worse" |
+  "no evidence", and `div_p`, `div_p_holm` Fisher's exact test of the divergence rates."""
+  group: str
+  n: int
+  diff: float
+  lo: float
+  hi: float
+  g: float
+  p: float
+  p_holm: float
+  verdict: str
+  div_p: float
+  div_p_holm: float
+
+
+def transform(values: Sequence[float], log: bool) -> np.ndarray:
+  """The values as an array, or their natural logs (ValueError unless all > 0)."""
+  x = np.asarray(values, dtype=float)
+  if log:
+    if np.any(x <= 0):
+      raise ValueError(f"--log needs positive values of the metric, got {float(x.min()):g}")
+    x = np.log(x)
+  return x
+
+
+def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
+  """Student's t interval of the mean: x̄ ± t_{n-1, (1+level)/2} · s / sqrt(n), s the sample
+  standard deviation (ddof 1); (NaN, NaN) for n < 2."""
+  x = np.asarray(values, dtype=float)
+  if len(x) < 2:
+    return math.nan, math.nan
+  half = sps.t.ppf((1 + level) / 2, len(x) - 1) * np.std(x, ddof=1) / math.sqrt(len(x))
+  return float(x.mean() - half), float(x.mean() + half)
+
+
+def describe(values: Sequence[float], log: bool = False) -> Summary:
+  """n, mean, median and the t interval of the mean; under `log` the geometric mean exp(mean
+  log x) and exp of the interval of mean log x. NaNs for an empty group."""
+  if len(values) == 0:
+    return Summary(0, math.nan, math.nan, math.nan, math.nan)
+  x = transform(values, log)
+  back = np.exp if log else (lambda v: v)
+  lo, hi = t_interval(x)
+  return Summary(len(x), float(back(x.mean())), float(np.median(values)), float(back(lo)),
+                 float(back(hi)))
+
+
+def welch(a: Sequence[float], b: Sequence[float],
+          level: float = LEVEL) -> tuple[float, float, float, float]:
+  """(d, lo, hi, p) for d = mean(a) - mean(b): Welch's interval d ± t_{ν, (1+level)/2} · SE with
+  SE² = s_a²/n_a + s_b²/n_b and ν = SE⁴ / ((s_a²/n_a)²/(n_a-1) + (s_b²/n_b)²/(n_b-1))
+  (Welch-Satterthwaite), and p of scipy.stats.ttest_ind(a, b, equal_var=False). NaN for the
+  interval and p when a group has n < 2 or SE = 0."""
+  a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+  d = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
+  if len(a) < 2 or len(b) < 2:
+    return d, math.nan, math.nan, math.nan
+  va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+  if va + vb == 0:
+    return d, math.nan, math.nan, math.nan
+  nu = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+  half = float(sps.t.ppf((1 + level) / 2, nu) * math.sqrt(va + vb))
+  p = float(sps.ttest_ind(a, b, equal_var=False).pvalue)
+  return d, d - half, d + half, p
+
+
+def hedges_g(a: Sequence[float], b: Sequence[float]) -> float:
+  """Hedges' g = J · (mean(a) - mean(b)) / s_p with the pooled s_p² = ((n_a-1) s_a² +
+  (n_b-1) s_b²) / (n_a + n_b - 2) and the small-sample factor J = 1 - 3 / (4 (n_a + n_b) - 9);
+  NaN when n_a + n_b < 3 or s_p = 0."""
+  a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+  dof = len(a) + len(b) - 2
+  if len(a) == 0 or len(b) == 0 or dof < 1:
+    return math.nan
+  ss = (np.var(a, ddof=1) * (len(a) - 1) if len(a) > 1 else 0.0) + (
+      np.var(b, ddof=1) * (len(b) - 1) if len(b) > 1 else 0.0)
+  if ss == 0:
+    return math.nan
+  return float((1 - 3 / (4 * (len(a) + len(b)) - 9)) * (a.mean() - b.mean()) / math.sqrt(ss / dof))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+  """Holm's step-down adjustment: with the m finite p sorted p_(1) <= ... <= p_(m),
+  p̃_(i) = min(1, max_{j <= i} (m - j + 1) p_(j)); NaNs stay NaN and do not count in m."""
+  p = np.asarray(pvalues, dtype=float)
+  out = np.full(len(p), math.nan)
+  idx = [i for i in np.argsort(p, kind="stable") if math.isfinite(p[i])]
+  running = 0.0
+  for rank, i in enumerate(idx):
+    running = max(running, min(1.0, (len(idx) - rank) * p[i]))
+    out[i] = running
+  return [float(v) for v in out]
+
+
+def fisher(diverged: int, runs: int, base_diverged: int, base_runs: int) -> float:
+  """Two-sided p of Fisher's exact test on the 2x2 table [[diverged, runs - diverged],
+  [base_diverged, base_runs - base_diverged]] (scipy.stats.fisher_exact); NaN if a group has
+  no runs."""
+  if runs == 0 or base_runs == 0:
+    return math.nan
+  table = [[diverged, runs - diverged], [base_diverged, base_runs - base_diverged]]
+  return float(sps.fisher_exact(table).pvalue)
+
+
+def verdict(diff: float, p_adjusted: float, mode: str, alpha: float = ALPHA) -> str:
+  """"better" or "worse" when the adjusted p < alpha, by the sign of `diff` (a log difference
+  under --log) and `mode` ("min": lower is better); else "no evidence"."""
+  if not p_adjusted < alpha or not math.isfinite(diff) or diff == 0:
+    return "no evidence"
+  return "better" if (diff < 0) == (mode == "min") else "worse"
+
+
+@dataclass(frozen=True)
+class Sample:
+  """A group's final values and its run counts (`diverged` of `runs`)."""
+  values: Sequence[float]
+  diverged: int
+  runs: int
+
+
+def against_baseline(base: Sample, others: dict[str, Sample], mode: str, log: bool = False,
+                     alpha: float = ALPHA) -> list[Comparison]:
+  """Each of `others` against `base` (in their order): Welch difference, CI and p on the
+  (log) values, Hedges' g, Fisher's p of the divergence rates, and both families of p
+  Holm-adjusted over the comparisons; under `log` diff, lo and hi are ratios exp(·)."""
+  b = transform(base.values, log)
+  rows = []
+  for name, s in others.items():
+    x = transform(s.values, log)
+    rows.append((name, len(x), *welch(x, b), hedges_g(x, b),
+                 fisher(s.diverged, s.runs, base.diverged, base.runs)))
+  adjusted = holm([r[5] for r in rows])
+  div_adjusted = holm([r[7] for r in rows])
+  back = np.exp if log else (lambda v: v)
+  return [Comparison(name, n, float(back(d)), float(back(lo)), float(back(hi)), g, p, pa,
+                     verdict(d, pa, mode, alpha), dp, dpa)
+          for (name, n, d, lo, hi, p, g, dp), pa, dpa in zip(rows, adjusted, div_adjusted)]
+
+
+def censored_median(reached: Sequence[int], runs: int) -> int | None:
+  """The median steps to a threshold when `runs - len(reached)` runs never reached it
+  (censored: they count as reaching it after every observed step): the smallest step by which
+  at least half of the runs had reached it, i.e. the ceil(runs / 2)-th smallest of `reached`
+  (the Kaplan-Meier median for censoring after the last event); None if fewer than half did."""
+  k = math.ceil(runs / 2)
+  ordered = sorted(reached)
+  return ordered[k - 1] if runs and len(ordered) >= k else None
+
+
+NO_BASELINE = ("No baseline: give --baseline=<group> or define get_baseline() in the sweep "
+               "file for differences, 95% CIs and tests against it.")
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float] | None:
+  """Mean and sample standard deviation (ddof=1; 0 for one value); None if empty."""
+  if len(values) == 0:
+    return None
+  std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+  return float(np.mean(values)), std
+
+
+def mean_std_cell(values: Sequence[float]) -> str:
+  """`0.6 ± 0.1` (the mean alone for one value, – for none)."""
+  ms = mean_std(values)
+  if ms is None:
+    return "–"
+  return f"{ms[0]:.4g} ± {ms[1]:.2g}" if len(values) > 1 else f"{ms[0]:.4g}"
+
+
+def final_cells(values: Sequence[float], log: bool) -> list[str]:
+  """The n, mean [95% CI] and median cells of a group (the geometric mean under `log`)."""
+  s = describe(values, log)
+  if not s.n:
+    return ["0", "–", "–"]
+  ci = f" [{s.lo:.4g}, {s.hi:.4g}]" if s.n > 1 else ""
+  return [str(s.n), f"{s.mean:.4g}{ci}", f"{s.median:.4g}"]
+
+
+def reach_cell(reached: Sequence[int], runs: int) -> str:
+  """`median 150 (1 of 3 censored)` (censored_median); `not by half (...)` if it is None."""
+  median = censored_median(reached, runs)
+  censored = f"({runs - len(reached)} of {runs} censored)"
+  return f"median {median} {censored}" if median is not None else f"not by half {censored}"
+
+
+def _p(p: float) -> str:
+  return f"{p:.2g}" if math.isfinite(p) else "–"
+
+
+def _effect(c: Comparison, log: bool) -> str:
+  """`-0.3 [-0.5, -0.1]`, or under `log` the ratio `0.62× [0.41, 0.93]`."""
+  if not math.isfinite(c.diff):
+    return "–"
+  num = "{:.3g}" if log else "{:+.3g}"
+  ci = f" [{num.format(c.lo)}, {num.format(c.hi)}]" if math.isfinite(c.lo) else ""
+  return num.format(c.diff) + ("×" if log else "") + ci
+
+
+def markdown(found: list[Comparison], base: str, n_base: int, mode: str, log: bool) -> str:
+  """The comparisons with the baseline `base` (of `n_base` values) as a markdown table: n,
+  effect [95% CI], g, p, Holm's p, verdict, Fisher's p (Holm's), and a one-line legend."""
+  effect = f"ratio to {base} [95% CI]" if log else f"Δ vs {base} [95% CI]"
+  lines = [f"| group | n | {effect} | Hedges' g | p | p (Holm) | verdict | diverged: p (Holm) |",
+           "|" + "---|" * 8]
+  for c in found:
+    g = f"{c.g:+.2f}" if math.isfinite(c.g) else "–"
+    lines.append(f"| {c.group} | {c.n} | {_effect(c, log)} | {g} | {_p(c.p)} | {_p(c.p_holm)} "
+                 f"| {c.verdict} | {_p(c.div_p)} ({_p(c.div_p_holm)}) |")
+  what = ("ratio of geometric means (Welch, g and p on log values)" if log
+          else "difference of means (Welch)")
+  legend = (f"Baseline {base} (n={n_base}). Effect: {what} with its 95% CI (unadjusted); "
+            f"g: Hedges' g; p: Welch's t-test, Holm-adjusted over the {len(found)} comparisons; "
+            f"verdict at α = {ALPHA:g}, {'lower' if mode == 'min' else 'higher'} is better; "
+            "diverged: Fisher's exact test of diverged/runs, Holm-adjusted.")
+  return "\n".join(lines) + "\n\n" + legend
