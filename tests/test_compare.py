@@ -421,7 +421,7 @@ def test_table_with_the_baseline_of_sweep_json(tmp_path):
   # --log: ratios of geometric means.
   rows = comparison_rows(compare.report(str(tmp_path), "eval/loss", log=True))
   ratio = sps.gmean(FINALS["layer"]) / sps.gmean(FINALS["none"])
-  assert rows["norm=layer"]["ratio to norm=none [95% CI]"].startswith(f"{ratio:.3g}× [")
+  assert rows["norm=layer"]["ratio to norm=none [95% CI]"].startswith(f"{ratio:.4g}× [")
 
 
 def test_no_or_unmatched_baseline_shows_the_groups_only(tmp_path):

@@ -224,10 +224,10 @@ def _p(p: float) -> str:
 
 
 def _effect(c: Comparison, log: bool) -> str:
-  """`-0.3 [-0.5, -0.1]`, or under `log` the ratio `0.62× [0.41, 0.93]`."""
+  """`-0.3 [-0.5, -0.1]`, or under `log` the ratio `0.9372× [0.8981, 0.9779]`."""
   if not math.isfinite(c.diff):
     return "–"
-  num = "{:.3g}" if log else "{:+.3g}"
+  num = "{:.4g}" if log else "{:+.3g}"  # a ratio near 1 needs its 4th digit
   ci = f" [{num.format(c.lo)}, {num.format(c.hi)}]" if math.isfinite(c.lo) else ""
   return num.format(c.diff) + ("×" if log else "") + ci
 
