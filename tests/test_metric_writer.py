@@ -210,6 +210,18 @@ def test_hparams_name_the_trial_by_its_run_and_put_the_main_metric_first(tmp_pat
   assert {h.name for h in experiment.hparam_infos if h.differs} == {"model.norm", "train.seed"}
 
 
+def test_hparams_put_the_metric_the_sweep_file_declares_first(tmp_path):
+  """A sweep file's get_metric() (recorded in sweep.json) comes before the task's metric."""
+  (tmp_path / "sweep.json").write_text(json.dumps(
+      {"members": [{"name": "a", "overrides": {"model.norm": "layer"}}],
+       "metric": ["eval/mse", "min"]}))
+  with MetricWriter(str(tmp_path / "a")) as w:
+    w.write_hparams({"model.norm": "layer"}, ["eval/mse_over_kalman"])
+  _, experiment = hparams_content(tmp_path / "a")
+  assert [m.name.tag for m in experiment.metric_infos] == [
+      "eval/mse", "eval/mse_over_kalman", "train/loss"]
+
+
 def test_hparams_experiment_is_written_at_close_without_an_eval(tmp_path):
   with MetricWriter(str(tmp_path / "alone")) as w:
     w.write_hparams({"norm": "batch"}, ["eval/bits"])

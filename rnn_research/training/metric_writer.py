@@ -117,14 +117,17 @@ def truncate_event_file(path: str, step: int) -> int:
   return sum(s > step for s, _ in records)
 
 
-def _swept_keys(logdir: str) -> set[str]:
-  """The config keys the sweep of `logdir` varies (its parent's sweep.json), if any."""
+def _sweep_of(logdir: str) -> tuple[set[str], list[str]]:
+  """(the config keys the sweep of `logdir` varies, [its declared metric] or []) from the
+  parent's sweep.json (the sweep file's get_sweep() and get_metric()); empty outside a sweep."""
   try:
     with open(os.path.join(os.path.dirname(os.path.abspath(logdir)), "sweep.json"),
               encoding="utf-8") as f:
-      return {k for m in json.load(f).get("members", []) for k in m.get("overrides", {})}
-  except (OSError, ValueError, AttributeError):
-    return set()
+      sweep = json.load(f)
+    keys = {k for m in sweep.get("members", []) for k in m.get("overrides", {})}
+    return keys, [str(sweep["metric"][0])] if sweep.get("metric") else []
+  except (OSError, ValueError, AttributeError, TypeError, IndexError):
+    return set(), []
 
 
 def _experiment(hp: Mapping[str, HParamValue], metrics: Sequence[str],
@@ -220,9 +223,10 @@ class MetricWriter:
     """Records this run's hyperparameters for the HParams dashboard (at step 0), as a trial named
     by the run (the basename of `logdir`: a sweep member's name). Values other than
     str/bool/int/float are stored as their str(). The experiment summary (written at the first
-    eval/* write, or at close) lists `metrics` first (the trainer gives the task's main metric),
-    then the eval/* tags written and train/loss; it marks the hparams the sweep varies
-    (sweep.json beside the run) as differing. TensorBoard uses the first one it finds.
+    eval/* write, or at close) lists the sweep's declared metric (sweep.json beside the run,
+    from the sweep file's get_metric()), then `metrics` (the trainer gives the task's main
+    metric), the eval/* tags written and train/loss; it marks the hparams the sweep varies as
+    differing. TensorBoard uses the first one it finds.
     """
     hp = {str(k): _hparam_value(v) for k, v in hparams.items()}
     trial = os.path.basename(os.path.abspath(self.logdir))
@@ -232,7 +236,8 @@ class MetricWriter:
   def _write_experiment(self, evals: Sequence[str] = ()) -> None:
     hp, metrics = self._experiment
     self._experiment = None
-    self._write(0, _experiment(hp, [*metrics, *evals, "train/loss"], _swept_keys(self.logdir)))
+    swept, declared = _sweep_of(self.logdir)
+    self._write(0, _experiment(hp, [*declared, *metrics, *evals, "train/loss"], swept))
 
   def flush(self) -> None:
     """Blocks until everything written so far is on disk."""
