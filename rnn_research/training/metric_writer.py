@@ -23,7 +23,6 @@ Heat maps are drawn by heatmap.py.
 
 from __future__ import annotations
 
-import functools
 import glob
 import json
 import os
@@ -51,7 +50,6 @@ HParamValue = str | float | int | bool
 _OPEN: set[str] = set()  # event files of this process' open writers
 
 
-@functools.lru_cache(maxsize=None)
 def _hparam_value(value: Any) -> HParamValue:
   if isinstance(value, np.generic):
     value = value.item()
