@@ -15,7 +15,7 @@ from matplotlib.collections import PathCollection
 from matplotlib.colors import to_rgb
 from scipy import stats
 
-from rnn_research.experiments import compare, compare_plot
+from rnn_research.experiments import compare, compare_plot, stats as compare_stats
 from tests.test_compare import config, make_run, sweep_dir  # noqa: F401 (a fixture)
 
 
@@ -65,7 +65,7 @@ def test_curve_band_is_the_t_interval(sweep_dir, tmp_path):  # noqa: F811
 
 def test_mean_ci_matches_scipy():
   values = np.array([[1.0, 2.0], [2.0, np.nan], [4.0, np.nan]])
-  mean, half = compare_plot.mean_ci(values)
+  mean, half = compare_stats.mean_ci(values)
   assert mean == pytest.approx([7 / 3, 2.0])
   assert half[0] == pytest.approx(t_interval([1.0, 2.0, 4.0])[1] - 7 / 3)
   assert np.isnan(half[1])  # one value: no interval

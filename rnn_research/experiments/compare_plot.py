@@ -7,7 +7,7 @@ run); a diverged or failed run is drawn thin, with an 'x' at its last finite poi
 y range comes from the runs that neither stopped nor went far beyond the others, so one
 exploded member neither squashes the others nor makes the axis logarithmic; what lies beyond
 the range is drawn at its edge and marked with the run's name and value.
-matplotlib and scipy are imported when a figure is drawn, never by `compare` itself.
+matplotlib is imported when a figure is drawn, never by `compare` itself.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rnn_research.experiments.compare import STOPPED, Run, Series, finite_series
+from rnn_research.experiments.stats import mean_ci
 from rnn_research.training import atomic
 
 
@@ -33,21 +34,6 @@ def _align(series: list[Series]) -> tuple[np.ndarray, np.ndarray]:
   if not keep.any():
     keep = ~np.isnan(matrix).all(0)
   return np.array(steps)[keep], matrix[:, keep]
-
-
-def mean_ci(values: Any) -> tuple[np.ndarray, np.ndarray]:
-  """Mean over axis 0 (NaNs left out) and the half-width of its 95% confidence interval,
-  scipy.stats.t.ppf(0.975, n - 1) * std / sqrt(n) (sample std, ddof=1); NaN where n < 2."""
-  from scipy import stats  # deferred, like matplotlib: only the figures need it
-
-  values = np.asarray(values, dtype=float)
-  n = np.sum(~np.isnan(values), 0)
-  mean = np.nansum(values, 0) / np.maximum(n, 1)
-  mean = np.where(n > 0, mean, np.nan)
-  dof = np.maximum(n - 1, 1)
-  std = np.sqrt(np.nansum((values - mean) ** 2, 0) / dof)
-  half = np.where(n > 1, stats.t.ppf(0.975, dof) * std / np.sqrt(np.maximum(n, 1)), np.nan)
-  return mean, half
 
 
 def _curve(run: Run, metric: str) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -59,14 +59,25 @@ def transform(values: Sequence[float], log: bool) -> np.ndarray:
   return x
 
 
+def mean_ci(values: Any, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+  """The mean over axis 0 (NaNs left out: runs that stopped) and the half-width of its
+  Student t interval, t_{n-1, (1+level)/2} · s / sqrt(n), s the sample standard deviation
+  (ddof 1); the half-width is NaN where n < 2. values: [runs, ...] (e.g. [runs, steps])."""
+  values = np.asarray(values, dtype=float)
+  n = np.sum(~np.isnan(values), 0)
+  mean = np.where(n > 0, np.nansum(values, 0) / np.maximum(n, 1), np.nan)
+  dof = np.maximum(n - 1, 1)
+  std = np.sqrt(np.nansum((values - mean) ** 2, 0) / dof)
+  t = sps.t.ppf((1 + level) / 2, dof)
+  return mean, np.where(n > 1, t * std / np.sqrt(np.maximum(n, 1)), np.nan)
+
+
 def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
-  """Student's t interval of the mean: x̄ ± t_{n-1, (1+level)/2} · s / sqrt(n), s the sample
-  standard deviation (ddof 1); (NaN, NaN) for n < 2."""
-  x = np.asarray(values, dtype=float)
-  if len(x) < 2:
+  """Student's t interval of the mean of `values` (mean_ci); (NaN, NaN) for n < 2."""
+  if len(values) < 2:
     return math.nan, math.nan
-  half = sps.t.ppf((1 + level) / 2, len(x) - 1) * np.std(x, ddof=1) / math.sqrt(len(x))
-  return float(x.mean() - half), float(x.mean() + half)
+  mean, half = (float(v) for v in mean_ci(values, level))
+  return mean - half, mean + half
 
 
 def describe(values: Sequence[float], log: bool = False) -> Summary:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from typing import Any
 
 from rnn_research.experiments import sweep_spec
@@ -67,22 +66,14 @@ def describe(swp: sweep_spec.Sweep, workdir: str, diffs: dict[int, list[str]]) -
           "sweep file")
 
 
-def replaced_dir(workdir: str) -> str:
-  """A new sibling of the sweep directory to move old runs into (never inside the sweep)."""
-  base = f"{os.path.normpath(workdir)}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-  target, k = base, 1
-  while os.path.exists(target):
-    target, k = f"{base}-{k}", k + 1
-  return target
-
-
 def move_aside(workdir: str, names: list[str]) -> str:
-  """Moves each member's run directory (and its sweep log) to `replaced_dir(workdir)`;
+  """Moves each member's run directory (and its sweep log) to a new sibling of the sweep,
+  `run_dir.replaced_dir(workdir)`;
   returns that directory. A run that a live process holds (training it) raises
   `lock.WorkdirBusy` (a ValueError) before anything moves."""
   for name in names:
     lock.check_free(os.path.join(workdir, name))
-  target = replaced_dir(workdir)
+  target = run_dir.replaced_dir(workdir)
   os.makedirs(target)
   for name in names:
     shutil.move(os.path.join(workdir, name), os.path.join(target, name))

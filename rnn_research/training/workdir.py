@@ -55,12 +55,19 @@ def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
   return out
 
 
+def replaced_dir(directory: str) -> str:
+  """A new sibling `<directory>.replaced-<YYYYmmdd-HHMMSS>[-k]` to move old runs into (outside
+  the directory's TensorBoard tree); not created yet."""
+  base = f"{os.path.normpath(directory)}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+  target, k = base, 1
+  while os.path.exists(target):
+    target, k = f"{base}-{k}", k + 1
+  return target
+
+
 def _move_aside(workdir: str) -> str:
-  """Moves everything in `workdir` but its lock to a new sibling; returns the sibling."""
-  base = f"{os.path.normpath(workdir)}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-  backup, n = base, 1
-  while os.path.exists(backup):
-    backup, n = f"{base}-{n}", n + 1
+  """Moves everything in `workdir` but its lock to `replaced_dir(workdir)`; returns it."""
+  backup = replaced_dir(workdir)
   os.makedirs(backup)
   for name in os.listdir(workdir):
     if name != LOCK_FILE:
