@@ -9,7 +9,8 @@ reference that checks our cells equation by equation (tests/test_interop.py).
 Mapping, per layer k (torch keeps gate blocks stacked in rows, we keep them side by side):
   w_x = weight_ih_l{k}.T [F, G*H],  w_h = weight_hh_l{k}.T [H, G*H]
   RNN   cell='rnn', activation=nonlinearity, b = b_ih + b_hh
-  LSTM  cell='lstm', lstm_variant='standard' (gate order i, f, g, o as torch), b = b_ih + b_hh
+  LSTM  cell='lstm', lstm_variant='standard' (gate order i, f, g, o as torch), b = b_ih + b_hh;
+        with proj_size P: w_p = weight_hr_l{k}.T [H, P] and w_h [P, 4H]
   GRU   cell='gru', gate order (r, u, n) = torch's (r, z, n),
         b = b_ih + [b_hr, b_hz, 0] and b_hn = b_hh[2H:] (applied inside r ⊙ (h W_hn + b_hn))
 With bias=False every bias is zero. torch's batch_first only changes torch's own layout: the
@@ -42,13 +43,11 @@ def _config(module: Any, nn: Any) -> dict[str, Any]:
   if module.bidirectional:
     raise ValueError(f"from_torch: bidirectional=True is not supported ({kind}); our stack "
                      "runs forward in time only")
-  if getattr(module, "proj_size", 0) > 0:
-    raise ValueError(f"from_torch: proj_size={module.proj_size} is not supported (LSTM with "
-                     "projections has no equivalent cell); use proj_size=0")
   config = {"cell": _CELL_OF[kind], "hidden_size": int(module.hidden_size),
             "num_layers": int(module.num_layers), "activation": "tanh",
             "transition": "linear", "lstm_variant": "standard", "lecture_peephole": False,
-            "recurrent_init": "orthogonal", "recurrent_scale": 1.0}
+            "recurrent_init": "orthogonal", "recurrent_scale": 1.0,
+            "proj_size": int(getattr(module, "proj_size", 0))}
   if kind == "RNN":
     config["activation"] = module.nonlinearity
   return config
@@ -57,10 +56,10 @@ def _config(module: Any, nn: Any) -> dict[str, Any]:
 def from_torch(module: Any) -> RecurrentStack:
   """A `RecurrentStack` (no readout) computing what `module` computes, in eval mode.
 
-  Supports `torch.nn.RNN` (tanh or relu), `LSTM` and `GRU` with any `num_layers`,
-  `batch_first` and `bias`. `dropout` between layers is ignored: the result equals the torch
-  module in eval mode. Raises ValueError for other module types, `bidirectional=True` and
-  `proj_size > 0`. Needs torch installed (imported here only).
+  Supports `torch.nn.RNN` (tanh or relu), `LSTM` (with `proj_size` too) and `GRU` with any
+  `num_layers`, `batch_first` and `bias`. `dropout` between layers is ignored: the result equals
+  the torch module in eval mode. Raises ValueError for other module types and
+  `bidirectional=True`. Needs torch installed (imported here only).
   """
   try:
     import torch
@@ -89,4 +88,6 @@ def from_torch(module: Any) -> RecurrentStack:
       cell.b_hn[...] = jnp.asarray(b_hh[2 * size:])
     else:
       cell.b[...] = jnp.asarray(b_ih + b_hh)
+    if config["proj_size"]:
+      cell.w_p[...] = jnp.asarray(_array(getattr(module, f"weight_hr_l{k}")).T)
   return model

@@ -44,6 +44,7 @@ for name, value in COMPILATION_CACHE.items():
 PROPERTY_MODULES = ("test_batch_per_step", "test_bidirectional", "test_cells", "test_dropout",
                     "test_engine", "test_interop", "test_learned_init", "test_lstm_variants",
                     "test_min_cells", "test_models", "test_norms", "test_resets", "test_skips",
+                    "test_layer_per_step", "test_lstm_projection", "test_lru",
                     "test_tasks")
 MAX_WORKERS = 4  # each worker holds its own compiled programs
 

@@ -9,8 +9,9 @@ For each combination one model is built and every guarantee is checked on it:
   - eval mode: causality (changing x_t leaves y_{<t} unchanged and changes y_t);
   - eval AND train mode: padded values and padding length never change valid outputs, and in
     train mode never change the batch/sequence statistics either; outputs past each sequence's
-    end are exactly 0 (per-step norms - none, mini_layer, mini_vertical, vertical - have no
-    statistics and train == eval is asserted, so for them the eval-mode checks cover both).
+    end are exactly 0 (per-step norms - none, mini_layer, mini_vertical, vertical,
+    layer_per_step - have no statistics and train == eval is asserted, so for them the eval-mode
+    checks cover both).
 
 One function per combination (`outputs`) makes every call the checks compare, each mode on its
 own copy of the model, and returns them all. It runs eagerly, under `jax.disable_jit()`: with
@@ -19,7 +20,7 @@ measured 2.5x less CPU time over the product than one `jax.jit` of it per combin
 cost is XLA compile time, ~2-3 s a combination against ~0.5 s eagerly once the primitives are
 compiled); `test_jit_equals_eager` checks that the jitted function returns the same.
 
-The fast loop (`-m "not slow"`) runs 7 combinations that hold every value of every axis (`FAST`)
+The fast loop (`-m "not slow"`) runs 8 combinations that hold every value of every axis (`FAST`)
 and one of the `EXTRA` shapes; the whole suite runs all of them.
 """
 from __future__ import annotations
@@ -46,18 +47,20 @@ TOL = dict(atol=1e-5, rtol=1e-5)
 EXACT = dict(atol=1e-6, rtol=1e-6)
 
 CELLS = ("rnn", "lstm", "gru")
-NORMS = ("none", "layer", "mini_layer", "mini_vertical", "vertical", "batch", "batch_per_step")
+NORMS = ("none", "layer", "mini_layer", "mini_vertical", "vertical", "batch", "batch_per_step",
+         "layer_per_step")
 VERTICAL_SKIPS = ("none", "residual", "dense")
 HORIZONTAL_SKIPS = ("none", "residual", "learned")
 STATISTICS_NORMS = ("layer", "batch", "batch_per_step")  # running statistics
 
 PRODUCT = list(itertools.product(CELLS, NORMS, VERTICAL_SKIPS, HORIZONTAL_SKIPS))
 # The fast loop's share of the product: every cell, norm and skip at least once (each norm with
-# a different cell and skips). The whole suite runs all 189 (the rest are marked slow).
+# a different cell and skips). The whole suite runs all 216 (the rest are marked slow).
 FAST = {("rnn", "none", "none", "none"), ("lstm", "layer", "residual", "learned"),
         ("gru", "mini_layer", "dense", "residual"), ("rnn", "mini_vertical", "residual", "residual"),
         ("lstm", "vertical", "dense", "none"), ("gru", "batch", "none", "learned"),
-        ("lstm", "batch_per_step", "none", "residual")}
+        ("lstm", "batch_per_step", "none", "residual"),
+        ("gru", "layer_per_step", "residual", "learned")}
 
 
 def test_product_is_complete():
@@ -65,7 +68,7 @@ def test_product_is_complete():
   assert set(NORMS) == set(choices.valid(choices.Norm))
   assert set(VERTICAL_SKIPS) == set(choices.valid(choices.VerticalSkip))
   assert set(HORIZONTAL_SKIPS) == set(choices.valid(choices.HorizontalSkip))
-  assert len(PRODUCT) == 189 and FAST <= set(PRODUCT)
+  assert len(PRODUCT) == 216 and FAST <= set(PRODUCT)
   for axis, values in enumerate((CELLS, NORMS, VERTICAL_SKIPS, HORIZONTAL_SKIPS)):
     assert {combo[axis] for combo in FAST} == set(values)  # the fast share covers every value
 
@@ -256,10 +259,17 @@ EXTRA = [
          vertical_skip="dense", horizontal_skip="residual", skip_span=3),
     dict(in_features=2, hidden_size=3, num_layers=3, cell="lstm", norm="layer",
          norm_layers="0,2", vertical_skip="dense", horizontal_skip="learned", skip_span=1),
+    # LSTMP: each layer's output (and h) has width proj_size, its cell and gates hidden_size
+    dict(in_features=2, hidden_size=4, proj_size=2, num_layers=2, cell="lstm",
+         norm="layer_per_step", vertical_skip="residual", horizontal_skip="learned"),
+    dict(in_features=3, hidden_size=4, proj_size=2, num_layers=3, cell="lstm", norm="vertical",
+         vertical_skip="dense", horizontal_skip="residual"),
+    dict(in_features=3, hidden_size=4, proj_size=3, num_layers=2, cell="lstm", norm="batch",
+         vertical_skip="residual", horizontal_skip="none", recurrent_dropout=0.2),
 ]
 
 
-FAST_EXTRA = (2,)  # no projection, three layers
+FAST_EXTRA = (2, 9)  # three layers, no W_p; LSTMP with layer_per_step
 
 
 @pytest.mark.parametrize("cfg", [
@@ -269,7 +279,8 @@ def test_composition_extra(cfg):
   cfg = dict(cfg)
   in_features = cfg.pop("in_features")
   model = models.build(cfg, in_features=in_features, out_features=2, rngs=nnx.Rngs(0))
-  needs_projection = cfg["vertical_skip"] == "residual" and in_features != cfg["hidden_size"]
+  width = cfg.get("proj_size") or cfg["hidden_size"]  # each layer's output width
+  needs_projection = cfg["vertical_skip"] == "residual" and in_features != width
   assert (model.project is not None) == needs_projection
   cfg = dict(dict(skip_span=2, norm_momentum=0.5), **cfg)
   check_all(cfg, in_features)

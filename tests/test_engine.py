@@ -321,6 +321,7 @@ def test_unknown_engine_lists_choices():
     ("lstm_standard", {"activation": "relu"}, False),
     ("lstm_standard", {"horizontal_skip": "learned"}, False),
     ("lstm_standard", {"norm": "mini_vertical"}, False),
+    ("lstm_standard", {"norm": "layer_per_step"}, False), ("gru", {"norm": "layer_per_step"}, False),
     ("rnn", {}, True), ("rnn_mlp", {}, False), ("rnn", {"activation": "relu"}, False),
     ("rnn", {"horizontal_skip": "residual"}, False)])
 def test_own_backward_only_where_it_holds(name, overrides, expected):
@@ -352,3 +353,35 @@ def test_own_backward_equals_the_generic_pullback(name, masked, monkeypatch):
   for a, b in zip(jax.tree.leaves(analytic), jax.tree.leaves(generic)):
     np.testing.assert_allclose(a, b, **GRAD_TOL)
   assert float(jnp.abs(analytic[1]).max()) > 0
+
+
+@pytest.mark.parametrize("name", ["lstm_standard", "lstm_peephole"])
+def test_custom_vjp_skips_the_input_gradient_nobody_asks_for(name):
+  """symbolic_zeros: with gradients of the parameters only (training), the first layer's
+  dX = dz W_x^T is not computed, one GEMM fewer per chunk than with the input's gradient too;
+  the parameters' gradients are the same either way."""
+  model = build(name, engine="vjp", backward_chunk=1)
+  xs = jnp.asarray(np.random.default_rng(0).normal(size=(B, T, F)), jnp.float32)
+  graphdef, params = nnx.split(model)
+  loss = lambda params, xs: jnp.sum(nnx.merge(graphdef, params)(xs) ** 2)
+  dots = lambda f: str(jax.make_jaxpr(f)(params, xs)).count("dot_general")
+  params_only = jax.grad(loss)
+  both = jax.grad(loss, argnums=(0, 1))
+  assert dots(params_only) < dots(both)
+  assert_trees_close(params_only(params, xs), both(params, xs)[0], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("overrides", [dict(cell="lstm", engine="vjp"),
+                                       dict(cell="gru", engine="scan", execution="time_major"),
+                                       dict(cell="min_gru", engine="auto")])
+def test_unroll_changes_nothing_but_the_loop(overrides):
+  """model.unroll = 3 (T = 7 is no multiple of it) gives the outputs and gradients of unroll=1."""
+  xs = jnp.asarray(np.random.default_rng(1).normal(size=(B, 7, F)), jnp.float32)
+
+  def run(unroll):
+    model = models.build(dict(hidden_size=H, num_layers=2, unroll=unroll, **overrides),
+                         in_features=F, out_features=None, rngs=nnx.Rngs(0))
+    assert model.how.unroll == unroll
+    return nnx.value_and_grad(lambda m: jnp.sum(jnp.sin(m(xs))))(model)
+
+  assert_trees_close(run(3), run(1), atol=1e-6, rtol=1e-6)

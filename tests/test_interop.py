@@ -5,16 +5,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 torch = pytest.importorskip("torch")
 
 from rnn_research.interop import from_torch  # noqa: E402
 
-B, T, F, H = 3, 7, 5, 4
+B, T, F, H, P = 3, 7, 5, 4, 2
 KINDS = {
     "rnn_tanh": lambda **kw: torch.nn.RNN(nonlinearity="tanh", **kw),
     "rnn_relu": lambda **kw: torch.nn.RNN(nonlinearity="relu", **kw),
     "lstm": torch.nn.LSTM,
+    "lstm_proj": lambda **kw: torch.nn.LSTM(proj_size=P, **kw),  # LSTMP: h_t of width P
     "gru": torch.nn.GRU,
 }
 
@@ -59,7 +61,7 @@ def test_forward_matches_torch(kind, num_layers, batch_first, bias):
   with torch.no_grad():
     expected = torch_forward(module, xs).numpy()
   ours = np.asarray(from_torch(module)(jnp.asarray(xs)))
-  assert ours.shape == (B, T, H)
+  assert ours.shape == (B, T, P if kind == "lstm_proj" else H)
   np.testing.assert_allclose(ours, expected, atol=1e-5, rtol=0)
 
 
@@ -106,9 +108,19 @@ def test_bidirectional_raises(kind):
     from_torch(module)
 
 
-def test_proj_size_raises():
-  with pytest.raises(ValueError, match="proj_size"):
-    from_torch(torch.nn.LSTM(F, H, proj_size=2))
+def test_projection_weights_and_their_gradients_match_torch():
+  """LSTMP: W_p is torch's weight_hr transposed, and d loss / d W_p (every layer) matches."""
+  module = make("lstm_proj", num_layers=2)
+  xs = inputs()
+  out, _ = module(torch.from_numpy(xs))
+  (out ** 2).sum().backward()
+  model = from_torch(module)
+  assert model.layers[0].w_h.shape == (P, 4 * H) and model.layers[1].w_x.shape == (P, 4 * H)
+  d_model = nnx.grad(lambda m: jnp.sum(m(jnp.asarray(xs)) ** 2))(model)
+  for k in range(2):
+    np.testing.assert_allclose(np.asarray(d_model["layers"][k]["w_p"][...]),
+                               getattr(module, f"weight_hr_l{k}").grad.numpy().T, atol=1e-4,
+                               rtol=0)
 
 
 @pytest.mark.parametrize("module", [

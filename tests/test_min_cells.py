@@ -180,7 +180,7 @@ def test_min_lstm_normalised_gates_sum_to_one():
   gates = np.concatenate([20 * rng.normal(size=(50, 2 * H)),
                           np.full((1, 2 * H), -200.0), np.full((1, 2 * H), 200.0)])
   z = jnp.asarray(np.concatenate([gates, np.ones((gates.shape[0], H))], axis=1), jnp.float32)
-  a, b = cell.coefficients(z)
+  a, b = cell.coefficients({}, z)
   assert bool(jnp.all(jnp.isfinite(a))) and bool(jnp.all((a >= 0) & (a <= 1)))
   np.testing.assert_allclose(a + b, 1.0, atol=1e-6)
   # f' = f / (f + i) against float64 log space: 1 / (1 + exp(log i - log f)).
@@ -188,15 +188,15 @@ def test_min_lstm_normalised_gates_sum_to_one():
   want = 1.0 / (1.0 + np.exp(log_sig(gates[:, H:]) - log_sig(gates[:, :H])))
   np.testing.assert_allclose(a, want, atol=1e-6)
   mixed = jnp.asarray([[-200.0] * H + [-100.0] * H + [1.0] * H], jnp.float32)
-  np.testing.assert_allclose(cell.coefficients(mixed)[0], 0.0, atol=1e-30)  # f << i, both ~0
-  g = jax.grad(lambda z: jnp.sum(sum(cell.coefficients(z))))(z)
+  np.testing.assert_allclose(cell.coefficients({}, mixed)[0], 0.0, atol=1e-30)  # f << i, both ~0
+  g = jax.grad(lambda z: jnp.sum(sum(cell.coefficients({}, z))))(z)
   assert bool(jnp.all(jnp.isfinite(g)))
 
 
 def test_min_gru_gates_sum_to_one():
   cell = make_cell("min_gru")
   z = jnp.concatenate([jnp.linspace(-30, 30, 5 * H).reshape(5, H), jnp.ones((5, H))], axis=1)
-  a, b = cell.coefficients(z)
+  a, b = cell.coefficients({}, z)
   np.testing.assert_allclose(a + b, 1.0, atol=1e-6)
 
 

@@ -2,13 +2,14 @@
 on Kalman filtering (lecture section 5.1), so that each feature's price (steps/s) and effect
 (`eval/mse_over_kalman`, 1.0 = the exact Kalman filter) can be read side by side.
 
-Members (× 2 seeds, 28 runs), all `lstm`, 32 units unless said:
+Members (× 2 seeds, 30 runs), all `lstm`, 32 units unless said:
   baseline; `num_layers=2` and `num_layers=2, dropout=0.25` (dropout acts between layers);
   `recurrent_dropout=0.25`, and with `recurrent_dropout_inputs` (Gal & Ghahramani 2016);
   `learned_initial_state`; `task.pack=4` (4 episodes per training row with `resets`) and the
   same with `model.resets=False` (the carry runs across episode boundaries);
   `bidirectional` concat and sum; `norm=batch_per_step` (Cooijmans et al. 2016);
-  `cell` gru, min_gru and min_lstm (Feng et al. 2024, parallel scan).
+  `cell` gru, min_gru and min_lstm (Feng et al. 2024, parallel scan), and lru (Orvieto et
+  al. 2023: a complex diagonal linear recurrence on the same scan).
 
 What to expect, and what would contradict it:
 - The task is causal filtering with unlimited fresh data, so dropout can only cost accuracy
@@ -24,6 +25,10 @@ What to expect, and what would contradict it:
   with a full matrix (A - K C A), which mixes the state's dimensions (a rotation, for complex
   eigenvalues) that no diagonal recurrence of one layer can: expect a gap above 1.0 that the
   gated cells with W_h do not have. (The measured gap: docs/axes.md.)
+- lru's recurrence is diagonal too, but over complex modes: a diagonalisable linear filter such
+  as (A - K C A), rotations included, is one complex λ per eigenvalue, so the LRU can represent
+  the Kalman filter's recurrence that min_gru cannot. Expect it to close most of the min cells'
+  gap; a gap as large as theirs would mean its complex modes are not being used.
 
   python -m rnn_research.sweep --config=configs/ablations/extensions.py \
       --workdir=runs/extensions --parallel=2
@@ -51,7 +56,7 @@ def get_sweep() -> list[dict]:
              {"task.pack": 4}, {"task.pack": 4, "model.resets": False}]
             + sweep("model.bidirectional", ["concat", "sum"])
             + [{"model.norm": "batch_per_step"}]
-            + sweep("model.cell", ["gru", "min_gru", "min_lstm"]))
+            + sweep("model.cell", ["gru", "min_gru", "min_lstm", "lru"]))
   return product(models, seeds(2))
 
 

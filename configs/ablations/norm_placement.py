@@ -11,16 +11,18 @@ Setup: a 3-layer ReLU RNN (32 units per layer, orthogonal W_h at gain 1.0, adam)
 problem (T = 150, loss at the last step) with gradient clipping OFF, the RNN whose gradients
 explode without help (configs/ablations/clipping.py is the same RNN fixed by clipping instead).
 Three layers, so that between-layer and across-layer (`vertical`) placements have something to
-act on. Members: `model.norm` in {none, layer, mini_layer, mini_vertical, vertical, batch}
-× 3 seeds, plus `layer` evaluated with each sequence's own statistics
+act on. Members: `model.norm` in {none, layer, mini_layer, mini_vertical, vertical, batch,
+batch_per_step, layer_per_step} × 3 seeds (the last two: Cooijmans et al. 2016's and Ba et al.
+2016's per-step norms of x W_x and h W_h inside the cell), plus `layer` evaluated with each sequence's own statistics
 (`eval_norm_stats='sequence'`, not streamable: the gap to `layer` is what streaming with
 training statistics costs) and `none`/`mini_layer`/`mini_vertical` at width 2 (where a per-step
-norm leaves only the order of the two features); 30 runs. `norm_layers='all'`.
+norm leaves only the order of the two features); 36 runs. `norm_layers='all'`.
 
 Supports the claim: members with a norm diverge less often (`status.json` state `diverged`)
 and spike less (`grad/global_norm`) than `none`, and learn more (`eval/mse_over_chance` below
 1); norms on the recurrent path (`mini_vertical`, `vertical`: they normalise the carries) act
-on the within-layer chain that explodes, norms on the way up (`layer`, `mini_layer`, `batch`)
+on the within-layer chain that explodes (and so do the per-step `batch_per_step` and
+`layer_per_step`, which normalise h_{t-1} W_h), norms on the way up (`layer`, `mini_layer`, `batch`)
 only between layers; `layer`/`batch` show a gap between `train/loss` and the eval with running
 statistics (the test-time problem). `vertical` normalises only L = 3 numbers per feature, the
 extreme of the lecture's "high-dimensional enough" caveat.
@@ -44,7 +46,8 @@ import ml_collections
 from configs import default
 from rnn_research.sweep_spec import product, seeds, sweep
 
-NORMS = ["none", "layer", "mini_layer", "mini_vertical", "vertical", "batch"]
+NORMS = ["none", "layer", "mini_layer", "mini_vertical", "vertical", "batch", "batch_per_step",
+         "layer_per_step"]
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

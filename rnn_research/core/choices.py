@@ -10,13 +10,14 @@ from typing import Literal, get_args
 Transition = Literal["linear", "mlp"]
 ReadoutKind = Literal["linear", "mlp"]
 Norm = Literal["none", "layer", "mini_layer", "mini_vertical", "vertical", "batch",
-               "batch_per_step"]
+               "batch_per_step", "layer_per_step"]
 EvalNormStats = Literal["running", "sequence"]
 VerticalSkip = Literal["none", "residual", "dense"]
 HorizontalSkip = Literal["none", "residual", "learned"]
 Bidirectional = Literal["none", "concat", "sum"]
-Engine = Literal["auto", "scan", "scan_hoisted", "vjp", "vjp_hoisted", "associative"]
+Engine = Literal["auto", "scan", "scan_hoisted", "vjp", "vjp_hoisted", "associative", "cudnn"]
 Execution = Literal["layer_major", "time_major"]
+Dtype = Literal["float32", "bfloat16", "float16"]
 
 BETWEEN_LAYER_NORMS = ("layer", "mini_layer", "batch")  # norms of h^(l) on its way up
 

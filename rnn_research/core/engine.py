@@ -11,8 +11,10 @@ Strategies (`config.model.engine`):
   vjp_hoisted   as `vjp` with the hoisted forward projection.
   auto          per backend, by measurement (docs/speed.md): `vjp` on CPU;
                 `vjp_hoisted` on GPU/TPU, where the hoisted GEMM is the classic win (cuDNN).
-  associative   min_gru / min_lstm only: `jax.lax.associative_scan` (depth O(log T)).
-Cells without W_h (min_gru, min_lstm) are linear recurrences, run by `parallel_scan`: by
+  cudnn         the standard LSTM stack in one cuDNN kernel (`jax.experimental.rnn.lstm`,
+                NVIDIA GPUs only; `core/cudnn.py`; refused with the reason elsewhere).
+  associative   min_gru / min_lstm / lru only: `jax.lax.associative_scan` (depth O(log T)).
+Cells without W_h (min_gru, min_lstm, lru) are linear recurrences, run by `parallel_scan`: by
 associative scan under `associative` (and `auto` on GPU/TPU), else by a sequential scan of the
 same elementwise recurrence (`auto` on CPU, where it measured faster: docs/speed.md).
 `remat` recomputes the step in the backward pass (autodiff: `jax.checkpoint` on the step; vjp:
@@ -46,6 +48,8 @@ class Strategy:
     chunk_steps: custom VJP only: steps per chunk of the reverse scan (see `vjp`); 0 sizes the
       chunk by `chunk_bytes`, and with `chunk_bytes` None one chunk is the whole sequence.
     chunk_bytes: the bytes of float32 dz [K, B, G*H] a chunk should hold.
+    unroll: steps per iteration of every sequential scan (`jax.lax.scan`'s unroll).
+    cudnn: run the whole stack in one cuDNN kernel (`core/cudnn.py`); layer-major only.
   """
 
   hoist: bool = False
@@ -54,10 +58,12 @@ class Strategy:
   associative: bool = False
   chunk_steps: int = 0
   chunk_bytes: int | None = None
+  unroll: int = 1
+  cudnn: bool = False
 
 
 def strategy(engine: choices.Engine, remat: bool = False, backend: str | None = None,
-             backward_chunk: int = 0) -> Strategy:
+             backward_chunk: int = 0, unroll: int = 1) -> Strategy:
   """The `Strategy` for `config.model.engine` on `backend` (default: JAX's default backend).
 
   backward_chunk: steps per chunk of the custom VJP's reverse scan; 0 = auto: on CPU the chunk
@@ -70,7 +76,8 @@ def strategy(engine: choices.Engine, remat: bool = False, backend: str | None = 
     engine = _AUTO.get(backend or jax.default_backend(), _AUTO_ACCELERATOR)
   return Strategy(hoist=engine.endswith("hoisted"), custom_vjp=engine.startswith("vjp"),
                   remat=bool(remat), associative=associative, chunk_steps=backward_chunk,
-                  chunk_bytes=None if accelerator else CHUNK_BYTES)
+                  chunk_bytes=None if accelerator else CHUNK_BYTES, unroll=unroll,
+                  cudnn=engine == "cudnn")
 
 
 def run_layer(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array | None,
@@ -84,9 +91,10 @@ def run_layer(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array | No
   Returns ys [T, B, H], the final carry, and batch_per_step's per-step statistics [T, ...]
   in training (else None).
   """
-  if not cell.recurrent:  # min_gru, min_lstm: no W_h, so rmask has nothing to act on
+  if not cell.recurrent:  # min_gru, min_lstm, lru: no W_h, so rmask has nothing to act on
     ys, carry = parallel_scan.run(cell, p, xs, mask, carry0, resets=resets, init=init,
-                                  remat=how.remat, associative=how.associative)
+                                  remat=how.remat, associative=how.associative,
+                                  unroll=how.unroll)
     return ys, carry, None
   if how.custom_vjp:
     return (*scan_custom_vjp(cell, p, xs, mask, carry0, how, resets, init, rmask), None)
@@ -100,5 +108,5 @@ def run_layer(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Array | No
   if how.remat:
     body = jax.checkpoint(body)
   inputs = project(p, xs) if how.hoist else xs
-  carry, (ys, stats) = jax.lax.scan(body, carry0, (inputs, mask, resets))
+  carry, (ys, stats) = jax.lax.scan(body, carry0, (inputs, mask, resets), unroll=how.unroll)
   return ys, carry, stats

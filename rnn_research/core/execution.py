@@ -95,7 +95,8 @@ def time_major(stack: Any, params: list, xs: jax.Array, mask: jax.Array | None, 
   if stack.how.remat:
     body = jax.checkpoint(body)
   out_noise = tuple(nz.out for nz in noise)
-  state, (hs, stats) = jax.lax.scan(body, state, (xs, mask, probes, resets, out_noise))
+  state, (hs, stats) = jax.lax.scan(body, state, (xs, mask, probes, resets, out_noise),
+                                    unroll=stack.how.unroll)
   for cell, st in zip(stack.layers, stats):
     if st is not None:
       cell.step_norm.update(st)

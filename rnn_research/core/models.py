@@ -22,12 +22,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_research.core import bidirectional, dropout, execution
+from rnn_research.core import bidirectional, cudnn, dropout, execution
 from rnn_research.core.carry import Carry
 from rnn_research.core.cells import CELLS, Cell
 from rnn_research.core.choices import BETWEEN_LAYER_NORMS
 from rnn_research.core.engine import strategy
-from rnn_research.core.norms import VerticalNorm, between_layers
+from rnn_research.core.norms import StepBatchNorm, StepLayerNorm, VerticalNorm, between_layers
 from rnn_research.core.readout import Readout
 from rnn_research.core.spec import ModelSpec
 
@@ -35,8 +35,9 @@ State = tuple[Carry, ...]
 
 
 class RecurrentStack(nnx.Module):
-  """`num_layers` cells of width `hidden_size`, the design axes between and inside them, and an
-  optional per-step readout; built by `build` from a checked `ModelSpec`.
+  """`num_layers` cells of output width `output_size` (hidden_size, or proj_size), the design
+  axes between and inside them, and an optional per-step readout; built by `build` from a
+  checked `ModelSpec`.
 
   Between-layer norms act on h^(l) before it goes up; `mini_vertical` and horizontal skips act
   inside the step (`Cell.step_pointwise`); `vertical` norm acts on all layers' carries at one
@@ -46,9 +47,10 @@ class RecurrentStack(nnx.Module):
 
   def __init__(self, spec: ModelSpec, in_features: int, out_features: int | None,
                rngs: nnx.Rngs):
-    size, depth = spec.hidden_size, spec.num_layers
+    size, depth = spec.output_size, spec.num_layers
     self.in_features = in_features
-    self.how = strategy(spec.run_engine, spec.remat, backward_chunk=spec.backward_chunk)
+    self.how = strategy(spec.run_engine, spec.remat, backward_chunk=spec.backward_chunk,
+                        unroll=spec.unroll)
     self.vertical_skip = spec.vertical_skip
     self.layers = nnx.List(build_cells(spec, in_features, rngs))
     self.between = nnx.List([
@@ -149,6 +151,9 @@ class RecurrentStack(nnx.Module):
       self._check_per_step("time-major execution (and gradient-flow probes)")
       return execution.time_major(self, params, xs, mask, state, probes, resets, inits,
                                   noise)
+    if self.how.cudnn:  # the whole stack in one kernel; dropout is refused, so no noise
+      return cudnn.run_stack(params, xs, mask, state, hidden_size=self.layers[0].hidden_size,
+                             resets=resets)
     return execution.layer_major(self, params, xs, mask, state, resets, inits, noise)
 
   def _dropout_key(self, key: jax.Array | None) -> jax.Array | None:
@@ -180,7 +185,7 @@ def build_cells(spec: ModelSpec, in_features: int, rngs: nnx.Rngs) -> list[Cell]
   """The layers' cells, built from the spec's common keys and the cell's own `spec_args`."""
   cls = CELLS.get(spec.cell)
   own = {arg: getattr(spec, key) for arg, key in cls.spec_args.items()}
-  upper = spec.hidden_size + (in_features if spec.vertical_skip == "dense" else 0)
+  upper = spec.output_size + (in_features if spec.vertical_skip == "dense" else 0)
   cells = []
   for l in range(spec.num_layers):
     normed = l in spec.normed_layers
@@ -189,9 +194,14 @@ def build_cells(spec: ModelSpec, in_features: int, rngs: nnx.Rngs) -> list[Cell]
                recurrent_scale=spec.recurrent_scale, horizontal_skip=spec.horizontal_skip,
                skip_span=spec.skip_span, learned_initial_state=spec.learned_initial_state,
                carry_norm_eps=spec.norm_eps if spec.norm == "mini_vertical" and normed else None,
+               dtype=spec.dtype,
                **own)
+    width = cell.w_x.shape[1]  # G*H, both projections' width
     if spec.norm == "batch_per_step" and normed:
-      cell.attach_step_norm(spec.norm_max_steps, spec.norm_eps, spec.norm_momentum)
+      cell.step_norm = StepBatchNorm(width, spec.norm_max_steps, spec.norm_eps,
+                                     spec.norm_momentum)
+    if spec.norm == "layer_per_step" and normed:  # with LN(c_t) for a cell that has c
+      cell.step_ln = StepLayerNorm(width, spec.norm_eps, cell.carry_fields().get("c"))
     cells.append(cell)
   return cells
 
@@ -254,4 +264,8 @@ def build(config: Mapping[str, Any] | ModelSpec, in_features: int, out_features:
   """
   spec = ModelSpec.from_config(config)
   _check_features(in_features, out_features)
-  return RecurrentStack(spec, in_features, out_features, rngs)
+  model = RecurrentStack(spec, in_features, out_features, rngs)
+  if spec.param_dtype != "float32":  # every parameter stored in param_dtype
+    params = nnx.state(model, nnx.Param)
+    nnx.update(model, jax.tree.map(lambda a: a.astype(spec.param_dtype), params))
+  return model

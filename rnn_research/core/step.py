@@ -7,6 +7,8 @@
                                            2016: one mask per sequence), 1 without dropout
   (carry_t, y_t) = pointwise(pw, zx_t + zh_t, zh_t[..., zh_columns], carry_{t-1})
   past a sequence's end (m_t false): carry_t = carry_{t-1}, y_t = 0.
+Both projections run in the weights' dtype (`config.model.dtype`, the compute dtype) and
+accumulate in float32 (`matmul`); the pointwise math and the carry stay float32.
 With `batch_per_step` norm, zx_t and zh_t are each batch-normalised (`norms/batch_per_step.py`)
 and, in training, the step also returns its batch statistics.
 """
@@ -24,9 +26,16 @@ from rnn_research.core.cells.base import Cell
 StepStats = Any  # batch_per_step's (mu_x, s2_x, mu_h, s2_h, n) in training, else None
 
 
+def matmul(a: jax.Array, w: jax.Array) -> jax.Array:
+  """a [..., K] W [K, N] with a cast to W's dtype (the compute dtype), accumulated and returned
+  in float32 or wider (for float32 or float64 W, the plain product)."""
+  return jnp.matmul(a.astype(w.dtype), w,
+                    preferred_element_type=jnp.promote_types(w.dtype, jnp.float32))
+
+
 def project(p: dict[str, Any], x: jax.Array) -> jax.Array:
   """x [..., F] -> x W_x + b [..., G*H]."""
-  return x @ p["w_x"] + p["b"]
+  return matmul(x, p["w_x"]) + p["b"]
 
 
 def masked_pointwise(cell: Cell, pw: dict[str, jax.Array], z: jax.Array, zh: jax.Array | None,
@@ -65,7 +74,7 @@ def recur(cell: Cell, p: dict[str, Any], carry: Carry, zx: jax.Array, m: jax.Arr
   Returns (carry_t, y_t [B, H], the step's batch statistics or None).
   """
   carry = reset(carry, r, init)
-  zh = recurrent_input(carry, rmask) @ p["w_h"] if "w_h" in p else None  # None: no W_h
+  zh = matmul(recurrent_input(carry, rmask), p["w_h"]) if "w_h" in p else None  # None: no W_h
   stats = None
   if "bn" in p:  # batch_per_step: z = BN_t(x W_x) + BN_t(h W_h) + b
     zx, zh, stats = cell.step_norm.normalize(p["bn"], zx, zh, m, carry.step)

@@ -21,6 +21,11 @@ its gate activations in the forward, `pointwise_backward` returns dz_t and the w
 d(h W_h)_t without recomputing any of them). Then one matmul forms dh_{t-1} and
 dW_h = sum_t h_{t-1}^T d(h W_h)_t. The plain tanh rnn, GRU and standard LSTM do; remat keeps
 the generic path.
+
+The rule is defined with `symbolic_zeros`: the forward learns which inputs are perturbed, and
+the backward computes no gradient nobody asked for. The first layer's data xs takes no
+gradient in training, so its dX GEMMs are skipped; an unused final carry's cotangent arrives as
+a symbolic zero and is instantiated.
 """
 from __future__ import annotations
 
@@ -31,11 +36,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
+
 from rnn_research.core import carry as carries
 from rnn_research.core.carry import Carry
 from rnn_research.core.cells.base import Cell
-from rnn_research.core.step import (mask_step, masked_pointwise, project, recurrent_input,
-                                    reset)
+from rnn_research.core.step import (mask_step, masked_pointwise, matmul, project,
+                                    recurrent_input, reset)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,14 +94,20 @@ def scan_custom_vjp(cell: Cell, p: dict[str, Any], xs: jax.Array, mask: jax.Arra
   def layer(p, xs, mask, carry0, resets, init, rmask):
     return _forward(plan, p, xs, mask, carry0, resets, init, rmask)[0]
 
-  def layer_fwd(p, xs, mask, carry0, resets, init, rmask):
+  def layer_fwd(*primals):
+    xs_perturbed = primals[1].perturbed
+    p, xs, mask, carry0, resets, init, rmask = jax.tree.map(
+        lambda a: a.value, primals, is_leaf=lambda a: isinstance(a, CustomVJPPrimal))
     out, saved = _forward(plan, p, xs, mask, carry0, resets, init, rmask)
-    return out, (p, xs, mask, resets, init, rmask, saved)
+    return out, (p, xs, mask, resets, init, rmask, saved, xs_perturbed)
 
   def layer_bwd(res, cotangents):
+    cotangents = jax.tree.map(
+        lambda c: jnp.zeros(c.shape, c.dtype) if isinstance(c, SymbolicZero) else c,
+        cotangents, is_leaf=lambda c: isinstance(c, SymbolicZero))
     return _backward(plan, res, cotangents)
 
-  layer.defvjp(layer_fwd, layer_bwd)
+  layer.defvjp(layer_fwd, layer_bwd, symbolic_zeros=True)
   return layer(p, xs, mask, carry0, resets, init, rmask)
 
 
@@ -106,7 +119,7 @@ def _forward(plan: _Plan, p, xs, mask, carry0, resets, init, rmask):
   def body(carry, inputs):
     u, m, r = inputs
     carry = reset(carry, r, init)
-    zh = recurrent_input(carry, rmask) @ p["w_h"]
+    zh = matmul(recurrent_input(carry, rmask), p["w_h"])
     z = (u if how.hoist else project(p, u)) + zh
     extra = None if cols is None else zh[..., cols]
     if plan.analytic:  # keep the gates: the backward need not recompute them
@@ -117,39 +130,46 @@ def _forward(plan: _Plan, p, xs, mask, carry0, resets, init, rmask):
     return new, (y, (carry,) if how.remat else (carry, z, extra))
 
   xs_in = project(p, xs) if how.hoist else xs
-  carry, (ys, saved) = jax.lax.scan(body, carry0, (xs_in, mask, resets))
+  carry, (ys, saved) = jax.lax.scan(body, carry0, (xs_in, mask, resets), unroll=how.unroll)
   return (ys, carry), saved
 
 
 def _backward(plan: _Plan, res, cotangents):
-  """The reverse scan in chunks of K steps (the first chunk, T mod K steps, last)."""
-  p, xs, mask, resets, init, rmask, saved = res
+  """The reverse scan in chunks of K steps (the first chunk, T mod K steps, last); dX only if
+  xs is perturbed (None otherwise: a symbolic zero)."""
+  p, xs, mask, resets, init, rmask, saved, xs_perturbed = res
   dys, dcarry_last = cotangents
   dinit0 = None if init is None else carries.zeros_like(init)
-  acc0 = {k: jnp.zeros_like(p[k]) for k in ("w_x", "b", "w_h")}
+  acc0 = {k: jnp.zeros(p[k].shape, jnp.promote_types(p[k].dtype, jnp.float32))
+          for k in ("w_x", "b", "w_h")}
   state = ((dcarry_last, jax.tree.map(jnp.zeros_like, p["pw"]), dinit0), acc0)
   steps = xs.shape[0]
   size = chunk_steps(plan.how, steps, xs.shape[1], p["w_h"].shape[-1])
   head = steps % size  # the first steps, the chunk the reverse scan reaches last
   inputs = (dys, mask, resets, xs, saved)
-  chunk = lambda state, inputs: _chunk_back(plan, p, rmask, xs.dtype, state, inputs)
+  dx_dtype = xs.dtype if xs_perturbed else None
+  chunk = lambda state, inputs: _chunk_back(plan, p, rmask, dx_dtype, state, inputs)
   tail = jax.tree.map(lambda a: a[head:].reshape((-1, size) + a.shape[1:]), inputs)
   state, dxs = jax.lax.scan(chunk, state, tail, reverse=True)
-  dxs = dxs.reshape((-1,) + dxs.shape[2:])
   if head:
     state, dx_head = chunk(state, jax.tree.map(lambda a: a[:head], inputs))
-    dxs = jnp.concatenate([dx_head, dxs])
+  if xs_perturbed:
+    dxs = dxs.reshape((-1,) + dxs.shape[2:])
+    dxs = jnp.concatenate([dx_head, dxs]) if head else dxs
   (dcarry0, dpw, dinit), grads = state
+  grads = {k: g.astype(p[k].dtype) for k, g in grads.items()}  # float32 sums, W's dtype
   dcarry0 = jax.tree.map(lambda d, c: d.astype(c.dtype), dcarry0, saved[0])
   drmask = None if rmask is None else jnp.zeros_like(rmask)  # a sample, not a parameter
   return dict(grads, pw=dpw), dxs, None, dcarry0, None, dinit, drmask
 
 
 def _chunk_back(plan: _Plan, p, rmask, dtype, state, inputs):
-  """The reverse scan over one chunk of steps, then its weight gradients as GEMMs."""
+  """The reverse scan over one chunk of steps, then its weight gradients as GEMMs, and the
+  chunk's dX in `dtype` (None: no dX)."""
   step_state, acc = state
   step_state, (dz, de) = jax.lax.scan(
-      lambda s, i: _step_back(plan, p, rmask, s, i), step_state, inputs, reverse=True)
+      lambda s, i: _step_back(plan, p, rmask, s, i), step_state, inputs, reverse=True,
+      unroll=plan.how.unroll)
   xs_c, saved_c = inputs[3], inputs[4]
   h_in = recurrent_input(saved_c[0], rmask)
   dw_h = _sum_outer(h_in, de if plan.analytic and de is not None else dz)
@@ -157,7 +177,7 @@ def _chunk_back(plan: _Plan, p, rmask, dtype, state, inputs):
     dw_h = dw_h.at[:, plan.cols].add(_sum_outer(h_in, de))
   acc = jax.tree.map(jnp.add, acc, {"w_x": _sum_outer(xs_c, dz), "b": dz.sum(axis=(0, 1)),
                                      "w_h": dw_h})
-  return (step_state, acc), (dz @ p["w_x"].T).astype(dtype)
+  return (step_state, acc), None if dtype is None else matmul(dz, p["w_x"].T).astype(dtype)
 
 
 def _step_back(plan: _Plan, p, rmask, state, inputs):
@@ -167,12 +187,12 @@ def _step_back(plan: _Plan, p, rmask, state, inputs):
   carry_prev, w_h = sv[0], p["w_h"]  # carry_prev: after the reset
   if plan.analytic:  # de is the whole d(h W_h) here (None: it equals dz): one matmul
     dpw_t, dz, de, dcarry_prev = _analytic_pullback(plan.cell, sv[1], carry_prev, dcarry, dy, m)
-    dh_in = (dz if de is None else de) @ w_h.T
+    dh_in = matmul(dz if de is None else de, w_h.T)
   else:
     dpw_t, dz, de, dcarry_prev = _autodiff_pullback(plan, p, rmask, sv, dcarry, dy, m, x)
-    dh_in = dz @ w_h.T
+    dh_in = matmul(dz, w_h.T)
     if plan.cols is not None:
-      dh_in = dh_in + de @ w_h[:, plan.cols].T
+      dh_in = dh_in + matmul(de, w_h[:, plan.cols].T)
   dcarry_prev = dcarry_prev._replace(
       h=dcarry_prev.h + (dh_in if rmask is None else dh_in * rmask))
   if r is not None:  # a reset step: d(carry) flows into d(init), not to the step before
@@ -186,7 +206,7 @@ def _autodiff_pullback(plan: _Plan, p, rmask, sv, dcarry, dy, m, x):
   (d pw, dz, de or None, d carry_{t-1} but the W_h path)."""
   carry_prev = sv[0]
   if plan.how.remat:
-    zh = recurrent_input(carry_prev, rmask) @ p["w_h"]
+    zh = matmul(recurrent_input(carry_prev, rmask), p["w_h"])
     z = project(p, x) + zh
     extra = None if plan.cols is None else zh[..., plan.cols]
   else:

@@ -22,6 +22,12 @@ any cell's `pointwise`:
     `residual`: h_t = cell(h_{t-1}, x_t) + h_{t-k}       (c, if any, untouched)
   `mini_vertical` norm (Fig 13.10, `carry_norm_eps` set): the h that enters the next step's
     W_h is LN(h_t); the output y_t = h_t to the next layer stays un-normalised.
+  `layer_per_step` norm (`norms/layer_per_step.py`): z_t = LN(zx_t) + LN(zh_t) + b.
+
+A cell's own backward (`analytic_backward()` true; `core/vjp.py`), for a cell whose output y_t
+is its new h: `pointwise_saving(pw, z, zh, carry) -> (carry_t, y_t, saved)` and
+`pointwise_backward(saved, carry_{t-1}, d carry_t) -> (d pw, dz, d(h W_h) or None where it
+equals dz, d carry_{t-1} but the W_h path)`.
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ from rnn_research.core.choices import HorizontalSkip
 from rnn_research.core.initializers import RECURRENT_INITS, blocks, input_init
 from rnn_research.core.norms.batch_per_step import StepBatchNorm
 from rnn_research.core.norms.features import normalize_features
+from rnn_research.core.norms.layer_per_step import StepLayerNorm
 from rnn_research.core.registry import Registry
 
 CELLS: Registry[type["Cell"]] = Registry("cell")
@@ -51,7 +58,7 @@ class Cell(nnx.Module):
     activation: σ by name (`core/activations.py`); recurrent_init, recurrent_scale: W_h's
     initialiser by name and its gain; horizontal_skip, skip_span: Fig 13.13; carry_norm_eps:
     `mini_vertical` LN of the carry with this eps (None: off); learned_initial_state: train
-    (h_0, c_0, ...) instead of zeros.
+    (h_0, c_0, ...) instead of zeros; dtype: the compute dtype of x W_x and h W_h.
 
   Class attributes:
     recurrent: False for cells with no W_h (gates of x_t only, `min_cells`): `weights()` has no
@@ -67,11 +74,13 @@ class Cell(nnx.Module):
                gate_width: int | None = None, activation: str = "tanh",
                recurrent_init: str = "orthogonal", recurrent_scale: float = 1.0,
                horizontal_skip: HorizontalSkip = "none", skip_span: int = 1,
-               carry_norm_eps: float | None = None, learned_initial_state: bool = False):
+               carry_norm_eps: float | None = None, learned_initial_state: bool = False,
+               dtype: str = "float32"):
     self.in_features = in_features
     self.hidden_size = hidden_size
     self.activation_name = activation
     self.activation = ACTIVATIONS.get(activation)
+    self.dtype = jnp.dtype(dtype)
     width = hidden_size if gate_width is None else gate_width
     self.w_x = nnx.Param(input_init(rngs.params(), (in_features, num_gates * width)))
     if self.recurrent:
@@ -89,12 +98,9 @@ class Cell(nnx.Module):
     self.learned_init = learned_initial_state
     if self.learned_init:  # (h_0, c_0, ...) concatenated, trained from zeros
       self.carry_init = nnx.Param(jnp.zeros((sum(self.carry_fields().values()),)))
-    self.step_norm = nnx.data(None)
-
-  def attach_step_norm(self, max_steps: int, eps: float, momentum: float) -> None:
-    """Adds the `batch_per_step` norm of both projections (`norms/batch_per_step.py`); the
-    carry gains its `step` counter."""
-    self.step_norm = StepBatchNorm(self.w_x.shape[1], max_steps, eps, momentum)
+    # Per-step norms of both projections, set by `models.build_cells`
+    self.step_norm: StepBatchNorm | None = nnx.data(None)  # the carry gains a `step` counter
+    self.step_ln: StepLayerNorm | None = nnx.data(None)
 
   def extra_params(self) -> dict[str, jax.Array]:
     """The `pw` argument of `pointwise`: the cell's parameters beyond W_x, b, W_h."""
@@ -102,15 +108,20 @@ class Cell(nnx.Module):
 
   def weights(self) -> dict[str, Any]:
     """Raw arrays {w_x, b, w_h, pw} (and `bn`, the batch_per_step norm's) for the engine's
-    pure functions."""
+    pure functions. Under `layer_per_step` b is added after the norms: it moves to pw["ln"]
+    and the engine's b is 0."""
     pw = self.extra_params()
+    b = self.b[...]
+    if self.step_ln is not None:
+      pw = {**pw, "ln": {**self.step_ln.arrays(), "b": b}}
+      b = jnp.zeros_like(b)
     if self.skip == "learned":
       pw = {**pw, "w_skip": self.w_skip[...]}
     if self.carry_norm_eps is not None:
       pw = {**pw, "carry_gain": self.carry_gain[...], "carry_bias": self.carry_bias[...]}
-    out = {"w_x": self.w_x[...], "b": self.b[...], "pw": pw}
+    out = {"w_x": self.w_x[...].astype(self.dtype), "b": b, "pw": pw}
     if self.recurrent:
-      out["w_h"] = self.w_h[...]
+      out["w_h"] = self.w_h[...].astype(self.dtype)
     if self.step_norm is not None:
       out["bn"] = self.step_norm.arrays()
     return out
@@ -139,11 +150,14 @@ class Cell(nnx.Module):
 
   def step_pointwise(self, pw: dict[str, jax.Array], z: jax.Array, zh: jax.Array | None,
                      carry: Carry, probe: jax.Array | None = None) -> tuple[Carry, jax.Array]:
-    """`pointwise` with the horizontal skip and the mini_vertical norm around it.
-
-    `probe` [B, H] is added to h_t on every path it takes (up, to the next step, into the skip
+    """`pointwise` with the layer_per_step norm, the horizontal skip and the mini_vertical norm
+    around it. `probe` [B, H] is added to h_t on every path it takes (up, to the next step, into the skip
     history), so its gradient is dL/dh_t (`training/diagnostics.gradient_flow`).
     """
+    if self.step_ln is not None:  # zh holds every column (`zh_columns`)
+      z, zh = self.step_ln.preactivation(pw["ln"], z, zh)
+      cols = self.pointwise_columns()
+      zh = None if cols is None else zh[..., cols]
     history = carry.history                                    # [B, k*H], oldest first
     if history is not None:
       oldest = history[..., :self.hidden_size]                 # h_{t-k}
@@ -163,22 +177,22 @@ class Cell(nnx.Module):
     return new, y
 
   def analytic_backward(self) -> bool:
-    """Whether the cell's own `pointwise_saving` / `pointwise_backward` stand in for autodiff
-    of its step in the custom VJP (`core/vjp.py`); cells without them say False.
-
-    For a cell whose output y_t is its new h: `pointwise_saving(pw, z, zh, carry) -> (carry_t,
-    y_t, saved)` and `pointwise_backward(saved, carry_{t-1}, d carry_t) -> (d pw, dz,
-    d(h W_h) or None where it equals dz, d carry_{t-1} but the W_h path)`.
-    """
+    """Whether the cell's own backward stands in for autodiff of its step in the custom VJP
+    (module docstring); cells without one say False."""
     return False
 
   def plain(self) -> bool:
-    """No in-step axis (horizontal skip, mini_vertical norm) wraps `pointwise`, and σ = tanh:
-    the condition under which the cells' own backwards hold."""
+    """No in-step axis (horizontal skip, mini_vertical or layer_per_step norm) wraps
+    `pointwise`, and σ = tanh: the condition under which the cells' own backwards hold."""
     return (self.activation_name == "tanh" and self.skip == "none"
-            and self.carry_norm_eps is None)
+            and self.carry_norm_eps is None and self.step_ln is None)
 
   def zh_columns(self) -> slice | None:
+    """The columns of zh_t the engine hands to `step_pointwise` apart from z_t: all of them
+    under layer_per_step (its norm takes zx and zh apart), else `pointwise_columns`."""
+    return slice(None) if self.step_ln is not None else self.pointwise_columns()
+
+  def pointwise_columns(self) -> slice | None:
     """The columns of zh_t that `pointwise` needs apart from z_t (None: it needs none)."""
     return None
 

@@ -29,7 +29,7 @@ class GRUCell(Cell):
   def extra_params(self) -> dict[str, jax.Array]:
     return {"b_hn": self.b_hn[...]}
 
-  def zh_columns(self) -> slice:
+  def pointwise_columns(self) -> slice:
     """h W_hn, the candidate's recurrent part, which the reset gate scales."""
     return slice(2 * self.hidden_size, 3 * self.hidden_size)
 

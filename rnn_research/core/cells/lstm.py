@@ -8,10 +8,15 @@
   o = sigmoid(z_o)                       h_t = o ⊙ σ(c_t)                         (13.6)
   h_t = o ⊙ σ(c_t)
 with z = x_t W_x + b + h_{t-1} W_h; c* = stop_gradient(c) (the lecture's footnote) and the c*
-terms are present only when `lecture_peephole` is on. The Greff et al. 2017 variants
-(`peephole`, `nig`, `nfg`, `nog`, `niaf`, `noaf`, `np`, `cifg`, `fgr`) are flag sets in
-`lstm_variants.py`; peepholes add p_i ⊙ c_{t-1} to z_i, p_f ⊙ c_{t-1} to z_f, p_o ⊙ c_t to z_o.
-Carry: h, c, and `gates` = [i, f, o]_{t-1} for `fgr`.
+terms are present only when `lecture_peephole` is on. Under `norm='layer_per_step'` the output
+reads LN(c_t) in place of c_t (Ba et al. 2016; `norms/layer_per_step.py`). The Greff et al.
+2017 variants (`peephole`, `nig`, `nfg`, `nog`, `niaf`, `noaf`, `np`, `cifg`, `fgr`) are flag
+sets in `lstm_variants.py`; peepholes add p_i ⊙ c_{t-1} to z_i, p_f ⊙ c_{t-1} to z_f, p_o ⊙ c_t
+to z_o. Carry: h, c, and `gates` = [i, f, o]_{t-1} for `fgr`.
+
+With a projection (`proj_size` P > 0, LSTMP, Sak et al. 2014; torch's `proj_size`), the output
+and the h that enters W_h are projected: h_t = (o ⊙ σ(c_t)) W_p, W_p [H, P], W_h [P, 4H],
+h [B, P], c [B, H]; `hidden_size` stays the width of c and of each gate.
 """
 from __future__ import annotations
 
@@ -34,19 +39,26 @@ class LSTMCell(Cell):
   """LSTM of one variant; see the module docstring for the equations."""
 
   spec_args = {"variant": "lstm_variant", "lecture_peephole": "lecture_peephole",
-               "forget_bias": "forget_bias"}
+               "forget_bias": "forget_bias", "proj_size": "proj_size"}
 
   def __init__(self, in_features: int, hidden_size: int, *, rngs: nnx.Rngs,
                variant: str = "standard", lecture_peephole: bool = False,
-               forget_bias: float = 1.0, **common: Any):
-    """variant: an `LSTM_VARIANTS` name; `common`: the arguments every cell takes (`Cell`)."""
+               forget_bias: float = 1.0, proj_size: int = 0, **common: Any):
+    """variant: an `LSTM_VARIANTS` name; proj_size: P of h_t = (o ⊙ σ(c_t)) W_p (0: none, h_t
+    has width H); `common`: the arguments every cell takes (`Cell`). `self.hidden_size` is h's
+    width (P with a projection), `self.cell_size` c's and each gate's (H)."""
     self.variant = LSTM_VARIANTS.get(variant)
     self.lecture_peephole = bool(lecture_peephole)
+    self.cell_size = hidden_size
     gates = self.variant.gates
-    super().__init__(in_features, hidden_size, rngs=rngs, num_gates=len(gates), **common)
+    super().__init__(in_features, proj_size or hidden_size, rngs=rngs, num_gates=len(gates),
+                     gate_width=hidden_size, **common)
     if "f" in gates:
       f = gates.index("f")
       self.b[...] = self.b[...].at[f * hidden_size:(f + 1) * hidden_size].set(forget_bias)
+    self.projected = proj_size > 0
+    if self.projected:
+      self.w_p = nnx.Param(input_init(rngs.params(), (hidden_size, proj_size)))
     if self.variant.peephole:
       self.peep = nnx.Param(_PEEPHOLE_STD * jax.random.normal(
           rngs.params(), (len(self._gated), hidden_size)))
@@ -68,15 +80,17 @@ class LSTMCell(Cell):
       pw["w_gates"] = self.w_gates[...]
     if self.lecture_peephole:
       pw["w_c"] = self.w_c[...]
+    if self.projected:
+      pw["w_p"] = self.w_p[...]
     return pw
 
   def carry_fields(self) -> dict[str, int]:
-    size = self.hidden_size
-    fields = {"h": size, "c": size}
+    size = self.cell_size
+    fields = {"h": self.hidden_size, "c": size}
     return {**fields, "gates": 3 * size} if self.variant.full_gate_recurrence else fields
 
   def pointwise(self, pw, z, zh, carry: Carry):
-    v, size = self.variant, self.hidden_size
+    v, size = self.variant, self.cell_size
     c_prev = carry.c
     if self.lecture_peephole:
       z = z + jax.lax.stop_gradient(c_prev) @ pw["w_c"]
@@ -99,20 +113,23 @@ class LSTMCell(Cell):
       c = gate.get("f", 1.0) * c_prev + gate.get("i", 1.0) * g_in
     if "o" in pre:
       gate["o"] = jax.nn.sigmoid(pre["o"] + peep["o"] * c if "o" in peep else pre["o"])
-    h = gate.get("o", 1.0) * (self.activation(c) if v.output_act else c)
+    c_out = c if self.step_ln is None else self.step_ln.cell(pw["ln"], c)  # LN(c_t), Ba et al.
+    h = gate.get("o", 1.0) * (self.activation(c_out) if v.output_act else c_out)
+    if self.projected:
+      h = h @ pw["w_p"]
     if v.full_gate_recurrence:
       return Carry(h, c, jnp.concatenate([gate["i"], gate["f"], gate["o"]], axis=-1)), h
     return Carry(h, c), h
 
   def analytic_backward(self) -> bool:
     """Whether `pointwise_saving`/`pointwise_backward` may stand in for autodiff of the step
-    (`core/vjp.py`): the standard cell with tanh, no in-step axis around it."""
-    return self.variant == LSTMVariant() and self.plain()
+    (`core/vjp.py`): the standard cell with tanh, no in-step axis around it, no projection."""
+    return self.variant == LSTMVariant() and self.plain() and not self.projected
 
   def pointwise_saving(self, pw, z, zh, carry: Carry):
     """`pointwise` of the standard tanh LSTM, also returning what its backward reads:
     (i, f, g, o, tanh c_t)."""
-    c_prev, size = carry.c, self.hidden_size
+    c_prev, size = carry.c, self.cell_size
     i, f, o = (jax.nn.sigmoid(z[..., k * size:(k + 1) * size]) for k in (0, 1, 3))
     g = jnp.tanh(z[..., 2 * size:3 * size])
     c = f * c_prev + i * g

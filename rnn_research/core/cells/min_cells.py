@@ -32,23 +32,38 @@ from rnn_research.core.cells.base import CELLS, Cell
 
 
 class MinCell(Cell):
-  """Base of the parallel-scan cells: `coefficients(z) -> (a, b)`, h_t = a ⊙ h_{t-1} + b.
+  """Base of the parallel-scan cells: `coefficients(pw, z) -> (a, b)`, s_t = a ⊙ s_{t-1} + b.
 
-  Carry: h [B, H]; the output y_t = h_t. `activation`, `recurrent_init` and
+  The scan's state s_t is the carry's h as `unpack` reads it, and the layer's output is
+  `readout(pw, s_t, z_t)`; for minGRU / minLSTM both are the identity: s_t = h_t = y_t [B, H]
+  (the LRU's s_t is complex, `cells/lru.py`). `activation`, `recurrent_init` and
   `recurrent_scale` are accepted (every cell takes them) and not read.
   """
 
   recurrent = False
 
-  def coefficients(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """z = x_t W_x + b [..., G*H] -> (a_t, b_t), each [..., H]."""
+  def coefficients(self, pw: dict[str, jax.Array], z: jax.Array
+                   ) -> tuple[jax.Array, jax.Array]:
+    """z = x_t W_x + b [..., G*H] -> (a_t, b_t), each shaped as the state s [..., S]."""
     raise NotImplementedError
 
+  def unpack(self, h: jax.Array) -> jax.Array:
+    """The carry's h [..., W] -> the scan's state s [..., S]."""
+    return h
+
+  def pack(self, s: jax.Array) -> jax.Array:
+    """The scan's state s [..., S] -> the carry's h [..., W] (inverse of `unpack`)."""
+    return s
+
+  def readout(self, pw: dict[str, jax.Array], s: jax.Array, z: jax.Array) -> jax.Array:
+    """The layer's output y_t [..., H] from the state s_t and z_t = x_t W_x + b."""
+    return s
+
   def pointwise(self, pw, z, zh, carry: Carry):
-    """The sequential step: h_t = a_t ⊙ h_{t-1} + b_t (zh is None: there is no W_h)."""
-    a, b = self.coefficients(z)
-    h = a * carry.h + b
-    return Carry(h), h
+    """The sequential step: s_t = a_t ⊙ s_{t-1} + b_t (zh is None: there is no W_h)."""
+    a, b = self.coefficients(pw, z)
+    s = a * self.unpack(carry.h) + b
+    return Carry(self.pack(s)), self.readout(pw, s, z)
 
 
 @CELLS.register("min_gru")
@@ -63,7 +78,7 @@ class MinGRUCell(MinCell):
   def __init__(self, in_features: int, hidden_size: int, *, rngs: nnx.Rngs, **common: Any):
     super().__init__(in_features, hidden_size, rngs=rngs, num_gates=2, **common)
 
-  def coefficients(self, z):
+  def coefficients(self, pw, z):
     size = self.hidden_size
     gate = jax.nn.sigmoid(z[..., :size])
     return 1.0 - gate, gate * z[..., size:]
@@ -88,7 +103,7 @@ class MinLSTMCell(MinCell):
   def __init__(self, in_features: int, hidden_size: int, *, rngs: nnx.Rngs, **common: Any):
     super().__init__(in_features, hidden_size, rngs=rngs, num_gates=3, **common)
 
-  def coefficients(self, z):
+  def coefficients(self, pw, z):
     size = self.hidden_size
     neg_f, neg_i = -z[..., :size], -z[..., size:2 * size]
     m = jax.lax.stop_gradient(jnp.maximum(jnp.maximum(neg_f, neg_i), 0.0))

@@ -8,6 +8,7 @@
 | `vertical` (Fig 13.11) | the carries, across layers | L vectors at one step, per feature | vertical.py |
 | `batch` | between layers | valid (batch, time) positions, per feature | batch.py |
 | `batch_per_step` (Cooijmans et al. 2016) | x W_x and h W_h inside the step | valid batch rows at each step t, per feature | batch_per_step.py |
+| `layer_per_step` (Ba et al. 2016) | x W_x and h W_h inside the step (lstm: and c_t) | one row at one step, over its G*H features | layer_per_step.py |
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from rnn_research.core.choices import EvalNormStats
 from rnn_research.core.norms.batch import MaskedBatchNorm
 from rnn_research.core.norms.batch_per_step import StepBatchNorm
 from rnn_research.core.norms.features import MiniLayerNorm, normalize_features
+from rnn_research.core.norms.layer_per_step import StepLayerNorm
 from rnn_research.core.norms.sequence_layer import SequenceLayerNorm
 from rnn_research.core.norms.vertical import VerticalNorm
 
@@ -32,4 +34,5 @@ def between_layers(norm: str, width: int, *, eps: float, momentum: float,
 
 
 __all__ = ["MaskedBatchNorm", "MiniLayerNorm", "SequenceLayerNorm", "StepBatchNorm",
+           "StepLayerNorm",
            "VerticalNorm", "between_layers", "normalize_features"]
