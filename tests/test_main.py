@@ -42,6 +42,8 @@ TINY = {"train.steps": 3, "train.batch_size": 4, "model.hidden_size": 4, "train.
 SHRINK = {
     "adding": {"task.length": 10, "task.eval_size": 8},
     "charlm": {"task.length": 16, "task.eval_windows": 4, "task.eval_length": 16},
+    "charlm_tbptt": {"task.length": 16, "task.eval_windows": 4, "task.eval_length": 16,
+                     "task.stream_length": 16, "train.tbptt_window": 8},
     "copy": {"task.copy_length": 2, "task.delay": 3, "task.eval_size": 8},
     "kalman": {"task.length": 10, "task.eval_size": 8},
     "multiscale": {"task.length": 10, "task.eval_size": 8},
@@ -174,7 +176,7 @@ def test_smoke_every_task_config(task, tiny_run):
   assert status["metrics"] and "loss" in status["metrics"]
   assert all(math.isfinite(v) for v in status["metrics"].values()), status["metrics"]
   config = json.loads((workdir / "config.json").read_text())
-  assert config["task"]["name"] == task and config["train"]["steps"] == 3
+  assert config["task"]["name"] == task.removesuffix("_tbptt") and config["train"]["steps"] == 3
   assert (workdir / "checkpoints" / "3").is_dir()
   assert steps_on_disk(workdir) == [2, 3]
   scalars = read_scalars(str(workdir))
@@ -187,7 +189,7 @@ def test_smoke_every_task_config(task, tiny_run):
 
 
 def test_task_configs_are_all_covered():
-  assert len(TASK_CONFIGS) == 8 and set(TASK_CONFIGS) == set(SHRINK)
+  assert len(TASK_CONFIGS) == 9 and set(TASK_CONFIGS) == set(SHRINK)
 
 
 # ------------------------------------------------------------------------------- bad input

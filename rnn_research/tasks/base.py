@@ -18,8 +18,10 @@ with rows whose mask and weight are 0), so a jitted `predict` compiles once.
 A subclass states its own config keys in `config_keys` (each a `Key`: default, meaning, valid
 range; `held_out` adds `eval_size`/`eval_seed` for a generated held-out set), and implements
 `setup()` (sizes and data from `self.cfg`, ending with `_set_eval(data)` or
-`_set_generated_eval()`), `sample(rng, n)` (n training examples) and `metrics`. Tasks are
-numpy/jax only: they never import the model.
+`_set_generated_eval()`), `sample(rng, n)` (n training examples) and `metrics`. A task with a
+long-stream form for truncated BPTT (`Streams` in tasks/streams.py) adds the key `stream_length`,
+`sample_stream(rng, n)` and so `stream_window(step, K)`. Tasks are numpy/jax only: they never
+import the model.
 """
 from __future__ import annotations
 

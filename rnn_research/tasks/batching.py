@@ -1,21 +1,27 @@
 """Batch plumbing shared by the tasks: seeded generators, batch assembly, crops, padding.
 
 Training data is a pure function of (seed, step): `train_rng(seed, step)` seeds a fresh
-generator from both, so a run resumed at step k sees exactly the batches it would have seen.
-Each random stream (training, held-out set, fixed system parameters) has its own tag, so the
-streams never coincide whatever the seeds.
+generator from both, so a run resumed at step k sees exactly the batches it would have seen;
+the long streams of truncated BPTT are a pure function of (seed, draw) alike (`stream_rng`).
+Each random stream (training, long streams, held-out set, fixed system parameters) has its own
+tag, so the streams never coincide whatever the seeds.
 """
 from __future__ import annotations
 
 import numpy as np
 
 Batch = dict[str, np.ndarray]
-_TRAIN, _EVAL, _SYSTEM = 0x7EA1, 0xE7A1, 0x5757
+_TRAIN, _STREAM, _EVAL, _SYSTEM = 0x7EA1, 0x57EA, 0xE7A1, 0x5757
 
 
 def train_rng(seed: int, step: int) -> np.random.Generator:
   """Generator of the training batch at `step` of the run with trainer seed `seed`."""
   return np.random.default_rng([_TRAIN, seed, step])
+
+
+def stream_rng(seed: int, draw: int) -> np.random.Generator:
+  """Generator of the `draw`-th set of long training streams (tasks/streams.py)."""
+  return np.random.default_rng([_STREAM, seed, draw])
 
 
 def eval_rng(seed: int) -> np.random.Generator:

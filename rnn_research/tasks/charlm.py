@@ -15,7 +15,9 @@ Vocabulary: the characters occurring at least `min_char_count` times in the trai
 plus `UNK` ("~", absent from the corpus) for every other character; sorted, so the ids are
 deterministic. Inputs are one-hot [B, T, V] of c_t, targets the ids of c_{t+1}.
 Training examples are random crops of the training text; the held-out set is `eval_windows`
-crops of `eval_length` characters at evenly spaced offsets of the held-out text.
+crops of `eval_length` characters at evenly spaced offsets of the held-out text. The long-stream
+form (`stream_length` S > 0, truncated BPTT: tasks/streams.py) draws each row as S consecutive
+characters of the training text from a random offset.
 
 Metrics: `xent` (nats) and `bpc` = xent / ln 2 (bits per character) on held-out text.
 Baseline `unigram_bpc`: the cross-entropy in bits of the held-out targets under the training
@@ -34,6 +36,7 @@ import numpy as np
 from rnn_research.tasks import batching, losses, package_data
 from rnn_research.core.config_section import check_range
 from rnn_research.tasks.base import TASKS, Batch, ClassificationTask, Key
+from rnn_research.tasks.streams import STREAM_LENGTH, Streams
 
 UNK = "~"
 
@@ -70,7 +73,7 @@ def _codes(text: str) -> np.ndarray:
 
 
 @TASKS.register("charlm")
-class CharLM(ClassificationTask):
+class CharLM(Streams, ClassificationTask):
   """Predict the next character of Shakespeare; held-out plays measure bits per character."""
   main_metric = ("eval/bpc", "min")
 
@@ -83,6 +86,7 @@ class CharLM(ClassificationTask):
                                 "UNK symbol.", low=1),
       "eval_windows": Key(64, "Number of held-out windows (caps eval time).", low=1),
       "eval_length": Key(256, "Length of each held-out window (characters).", low=1),
+      "stream_length": STREAM_LENGTH,
   }
 
   def setup(self) -> None:
@@ -100,9 +104,10 @@ class CharLM(ClassificationTask):
     self._train_ids = self.encode(train_text)
     eval_ids = self.encode(eval_text)
     need = c.eval_length + 1
-    if len(eval_ids) < need or len(self._train_ids) < c.length + 1:
-      raise ValueError(f"config.task.length={c.length} / eval_length={c.eval_length} exceed the "
-                       f"text ({len(self._train_ids)} / {len(eval_ids)} characters)")
+    if len(eval_ids) < need or len(self._train_ids) < max(c.length, c.stream_length) + 1:
+      raise ValueError(f"config.task.length={c.length} / stream_length={c.stream_length} / "
+                       f"eval_length={c.eval_length} exceed the text ({len(self._train_ids)} / "
+                       f"{len(eval_ids)} characters)")
     freq = np.bincount(self._train_ids, minlength=len(self.vocab)) + 1.0   # add-one smoothing
     self.unigram_logp = np.log(freq / freq.sum())
     self.in_features = self.out_features = len(self.vocab)
@@ -130,6 +135,10 @@ class CharLM(ClassificationTask):
   def sample(self, rng: np.random.Generator, n: int) -> Batch:
     starts = rng.integers(0, len(self._train_ids) - self.cfg.length, n)
     return self._window(self._train_ids, starts, self.cfg.length)
+
+  def sample_stream(self, rng: np.random.Generator, n: int) -> Batch:
+    starts = rng.integers(0, len(self._train_ids) - self.cfg.stream_length, n)
+    return self._window(self._train_ids, starts, self.cfg.stream_length)
 
   def metrics(self, ys: np.ndarray, data: Batch) -> dict[str, Any]:
     m = super().metrics(ys, data)

@@ -14,6 +14,11 @@ Inputs are the observations o_t, the target at every step is the current regime 
 came before it). Since o is observed, the pair is an autoregressive HMM and the forward
 algorithm gives the exact filtered posterior p(s_t | o_1..o_t) (`forward_posterior`).
 
+The long-stream form (`stream_length` S > 0, truncated BPTT: tasks/streams.py) draws each
+row as one regime-switching sequence of S steps (the same chain, only longer); the held-out
+set stays `eval_size` sequences of `length` steps from o_1, s_1 (set `length` long to evaluate
+long streams).
+
 Metrics: `accuracy`, `xent` (nats). Baselines: `chance_accuracy` (the held-out set's majority
 regime), `chance_xent` = log K, and the Bayes-optimal filter, `oracle_accuracy` and
 `oracle_xent` (the forward algorithm's argmax and log posterior).
@@ -27,6 +32,7 @@ import numpy as np
 
 from rnn_research.tasks import batching, losses
 from rnn_research.tasks.base import TASKS, Batch, ClassificationTask, Key
+from rnn_research.tasks.streams import STREAM_LENGTH, Streams
 
 
 def forward_posterior(obs: np.ndarray, means: np.ndarray, phi: float, sigma: float,
@@ -52,7 +58,7 @@ def forward_posterior(obs: np.ndarray, means: np.ndarray, phi: float, sigma: flo
 
 
 @TASKS.register("multiscale")
-class Multiscale(ClassificationTask):
+class Multiscale(Streams, ClassificationTask):
   """Name the current regime of a regime-switching AR(1) process at every step."""
   main_metric = ("eval/accuracy", "max")
 
@@ -68,6 +74,7 @@ class Multiscale(ClassificationTask):
                        low_open=True),
       "mean_spacing": Key(1.0, "Distance between neighbouring regime means.", low=0.0),
       "length": Key(100, "Sequence length T.", low=1),
+      "stream_length": STREAM_LENGTH,
   }
 
   def setup(self) -> None:
@@ -79,8 +86,15 @@ class Multiscale(ClassificationTask):
     self._oracle = self.oracle(self._eval["x"])
 
   def sample(self, rng: np.random.Generator, n: int) -> Batch:
+    return self._chain(rng, n, self.cfg.length)
+
+  def sample_stream(self, rng: np.random.Generator, n: int) -> Batch:
+    return self._chain(rng, n, self.cfg.stream_length)
+
+  def _chain(self, rng: np.random.Generator, n: int, length: int) -> Batch:
+    """n sequences of `length` steps: regimes s [n, length] and observations o [n, length]."""
     c = self.cfg
-    k, length = c.num_regimes, c.length
+    k = c.num_regimes
     switches = rng.random((n, length)) < 1.0 / c.mean_duration
     jumps = rng.integers(1, k, (n, length))
     noise = rng.standard_normal((n, length)) * c.noise_std

@@ -47,6 +47,9 @@ def base(task: str) -> ml_collections.ConfigDict:
   train.clip_value = 1.0
   # Seed of the model's initialisation and of the training data.
   train.seed = 0
+  # Truncated BPTT (0: off): train windows of this many steps of long streams (the task's
+  # task.stream_length, a multiple of it), the carry crossing windows under stop_gradient.
+  train.tbptt_window = 0
   # Split each batch over all devices (jax.sharding mesh over the batch axis).
   train.data_parallel = False
   # Evaluate every this many steps (and at the end); unset: ceil(steps / 6).

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from rnn_research.training import data_parallel, diagnostics, optim
+from rnn_research.training import data_parallel, diagnostics, optim, tbptt
 from rnn_research.training.checkpointing import Checkpointer
 from rnn_research.training.metric_writer import MetricWriter
 from rnn_research.training.status import read_status, write_status
@@ -232,7 +232,8 @@ class Loop:
 
   def _advance(self, step: int) -> dict[str, np.ndarray]:
     """One optimizer step of every run; its metrics on the host (one transfer)."""
-    batch = stack([run.task.train_batch(step) for run in self.runs])
+    window = self.cfg.get("tbptt_window", 0)
+    batch = stack([tbptt.train_batch(run.task, step, window) for run in self.runs])
     if self.mesh is not None:
       batch = data_parallel.shard_batch(self.mesh, batch, axis=self.batch_axis)
     self.state, out = self.train_step(self.state, batch, self.seeds)

@@ -1,8 +1,9 @@
 """`train_and_evaluate(config, workdir)`: train one model of `config.model` on `config.task`.
 
 Writes into `workdir`: `config.json` (resolved config), TensorBoard event files, orbax
-checkpoints in `checkpoints/` (params, optimizer state, step; the data of step k is a pure
-function of (seed, k), so the step is the data position) and `status.json`
+checkpoints in `checkpoints/` (params, optimizer state, step, and with truncated BPTT the
+carried state; the data of step k is a pure function of (seed, k), so the step is the data
+position) and `status.json`
 (`state`: running | completed | diverged | failed | preempted, last step, final metrics, wall
 time summed over restarts). Rerunning the same command resumes from the latest checkpoint;
 SIGTERM or SIGINT (Ctrl-C) saves and exits. The first non-finite loss or gradient, or a train
@@ -23,7 +24,8 @@ from flax import nnx
 
 from rnn_research.core.models import build
 from rnn_research.tasks import TASKS
-from rnn_research.training import data_parallel, diagnostics, lock, optim, workdir as run_dir
+from rnn_research.training import (data_parallel, diagnostics, lock, optim, tbptt,
+                                   workdir as run_dir)
 from rnn_research.training.loop import CADENCE, Loop, Run
 
 _POSITIVE = ("steps", "batch_size", "max_to_keep")
@@ -45,6 +47,10 @@ def _check_train(cfg: Any) -> None:
     raise ValueError(f"config.train.data_parallel must be True or False, got {cfg.data_parallel!r}")
   if not cfg.learning_rate > 0:
     raise ValueError(f"config.train.learning_rate must be > 0, got {cfg.learning_rate!r}")
+  window = cfg.get("tbptt_window", 0)
+  if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+    raise ValueError(f"config.train.tbptt_window must be an integer >= 0 (0: off), got "
+                     f"{window!r}")
 
 
 def train_step_fn(graphdef: Any, task: Any, tx: optax.GradientTransformation
@@ -52,22 +58,30 @@ def train_step_fn(graphdef: Any, task: Any, tx: optax.GradientTransformation
   """The pure step (state, batch, seed) -> (state, metrics); jit it, or vmap it over seeds.
 
   Dropout draws from fold_in(PRNGKey(seed), step): like the data, a pure function of (seed,
-  step), so a resumed run repeats exactly the masks an uninterrupted one would draw.
+  step), so a resumed run repeats exactly the masks an uninterrupted one would draw. A state
+  with a `carry` trains truncated BPTT: the batch is one window and the carry crosses it
+  (tbptt.py).
   """
 
   def train_step(state: dict[str, Any], batch: dict[str, jax.Array], seed: jax.Array):
     key = jax.random.fold_in(jax.random.PRNGKey(seed), state["step"])
+    carry = state.get("carry")
 
     def loss_fn(params):
       model = nnx.merge(graphdef, params, state["rest"])
-      ys = model(batch["x"], batch["mask"], resets=batch.get("resets"), key=key)
+      if carry is None:
+        ys, out = model(batch["x"], batch["mask"], resets=batch.get("resets"), key=key), None
+      else:
+        ys, out = tbptt.forward(model, batch, carry, key)
       loss = task.loss(ys, batch)
-      return loss, nnx.split(model, nnx.Param, ...)[2].to_pure_dict()
+      return loss, (nnx.split(model, nnx.Param, ...)[2].to_pure_dict(), out)
 
-    (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    (loss, (rest, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     new = {"params": optax.apply_updates(state["params"], updates), "rest": rest,
            "opt_state": opt_state, "step": state["step"] + 1}
+    if carry is not None:
+      new["carry"] = out
     metrics = {"train/loss": loss, "grad/global_norm": diagnostics.tree_norm(grads),
                **diagnostics.layer_grad_norms(grads)}
     return new, metrics
@@ -75,11 +89,15 @@ def train_step_fn(graphdef: Any, task: Any, tx: optax.GradientTransformation
   return train_step
 
 
-def make_predict(graphdef: Any, state: dict[str, Any]) -> Callable[..., jax.Array]:
-  """The jitted eval-mode call (params, rest, x, mask, resets) -> ys; compiled once per run."""
+def make_predict(graphdef: Any, state: dict[str, Any], window: int = 0
+                 ) -> Callable[..., jax.Array]:
+  """The jitted eval-mode call (params, rest, x, mask, resets) -> ys; compiled once per run.
+  With `window` > 0 (truncated BPTT) it runs each row in windows carrying the state."""
   model = nnx.merge(graphdef, state["params"], state["rest"])
   model.eval()
   eval_graph = nnx.split(model, nnx.Param, ...)[0]
+  if window:
+    return tbptt.windowed_predict(eval_graph, window)
   return jax.jit(lambda p, r, x, m, rs: nnx.merge(eval_graph, p, r)(x, m, resets=rs))
 
 
@@ -93,10 +111,13 @@ def init_state(config: ml_collections.ConfigDict
     data_parallel.batch_mesh(cfg.batch_size)  # the batch must split over the devices
   task = TASKS.get(config.task.name)(config.task, cfg.batch_size, cfg.seed)
   model = build(config.model, task.in_features, task.out_features, nnx.Rngs(cfg.seed))
+  tbptt.check(config, task, model)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   params = params.to_pure_dict()
   state = {"params": params, "rest": rest.to_pure_dict(), "opt_state": tx.init(params),
            "step": 0}
+  if cfg.get("tbptt_window", 0):  # the carried state; `fresh` replaces it at step 0
+    state["carry"] = model.initial_state(cfg.batch_size)
   return task, graphdef, state, tx
 
 
@@ -163,7 +184,8 @@ def train_seeds(configs: list[ml_collections.ConfigDict], workdirs: list[str],
         if run.writer:
           run.writer.write_hparams(run_dir.flat(run.config.to_dict()), [run.task.main_metric[0]])
       loop = Loop(runs, graphdef, train_step_fn(graphdef, task, tx),
-                  make_predict(graphdef, states[0]), states)
+                  make_predict(graphdef, states[0], configs[0].train.get("tbptt_window", 0)),
+                  states)
       loop.run(start)
     except BaseException as err:  # a second Ctrl-C (the first one saves) is resumable
       state = "preempted" if isinstance(err, KeyboardInterrupt) else "failed"
