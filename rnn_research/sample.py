@@ -14,19 +14,15 @@ Output: with one sample, the prompt and its continuation; with N > 1, each is pr
 `--- sample n ---` (n = 0..N-1). Exit 2 with one line `bad input: ...` for a bad flag or run.
 """
 import functools
-import json
-import os
 import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import app, flags, logging
 from flax import nnx
 
-from rnn_research.training import sampling, train
-from rnn_research.training.checkpointing import Checkpointer
+from rnn_research.training import run_loader, sampling
 from rnn_research.cli import parse_flags
 
 FLAGS = flags.FLAGS
@@ -54,18 +50,10 @@ def check_flags(length: int, temperature: float, top_k: int, top_p: float, num_s
 
 def load(workdir: str) -> tuple[object, nnx.Module]:
   """(task, model in eval mode) from the latest checkpoint of the charlm run in `workdir`."""
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = run_loader.load_config(workdir)
   if config.task.name != "charlm":
     raise ValueError(f"sampling needs a charlm run, {workdir} holds task {config.task.name!r}")
-  task, graphdef, state, _ = train.init_state(config)
-  restored = Checkpointer(os.path.join(workdir, "checkpoints")).restore(state)
-  if restored is None:
-    raise ValueError(f"no checkpoint in {workdir}/checkpoints to sample from")
-  state = restored[1]
-  model = nnx.merge(graphdef, state["params"], state["rest"])
-  model.eval()
-  return task, model
+  return run_loader.load_model(workdir, config)
 
 
 def row_keys(seed: int, num_samples: int) -> jax.Array:

@@ -30,6 +30,14 @@ from rnn_research.tasks import batching
 from rnn_research.tasks.base import TASKS, Batch, Key, RegressionTask
 
 
+def predict_mean(theta: np.ndarray, omega: np.ndarray, dt: float, w0: float,
+                 damping: float) -> tuple[np.ndarray, np.ndarray]:
+  """The EKF's prediction of the mean, the noise-free step: omega' = (1 - dt g) omega -
+  dt w0^2 sin theta, theta' = theta + dt omega' (any equal shapes)."""
+  omega = (1.0 - dt * damping) * omega - dt * w0**2 * np.sin(theta)
+  return theta + dt * omega, omega
+
+
 def ekf(obs: np.ndarray, dt: float, w0: float, damping: float, noise: float, obs_noise: float,
         omega_init_std: float) -> np.ndarray:
   """EKF estimates (sin theta, cos theta, omega) [B, T, 3] of observations obs [B, T, 2]."""
@@ -49,8 +57,7 @@ def ekf(obs: np.ndarray, dt: float, w0: float, damping: float, noise: float, obs
     f = np.zeros((b, 2, 2))
     f[:, 0, 0], f[:, 0, 1] = 1.0 - dt * k, dt * decay
     f[:, 1, 0], f[:, 1, 1] = -k, decay
-    omega = decay * omega - dt * w0**2 * np.sin(theta)
-    theta = theta + dt * omega
+    theta, omega = predict_mean(theta, omega, dt, w0, damping)
     p = f @ p @ f.transpose(0, 2, 1) + qv
     # Update with y_t = (sin theta, cos theta) + v: H = [[cos, 0], [-sin, 0]].
     h = np.zeros((b, 2, 2))
