@@ -439,3 +439,26 @@ def test_an_interrupt_outside_the_saving_handler_leaves_the_run_resumable(tmp_pa
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(tiny_kalman(), str(tmp_path))
   assert read_status(str(tmp_path))["state"] == "preempted"
+
+
+def test_matmul_precision_is_in_force_while_the_run_traces(tmp_path, monkeypatch):
+  """train.matmul_precision is the context every jitted function of the run is traced in
+  (the train step, eval, diagnostics); a value outside the choices is refused, nothing written."""
+  from rnn_research.training import loop
+
+  seen, original = [], loop.Loop.run
+
+  def run(self, start):
+    seen.append(jax.config.jax_default_matmul_precision)
+    return original(self, start)
+
+  monkeypatch.setattr(loop.Loop, "run", run)
+  config = tiny_kalman(steps=2)
+  config.train.matmul_precision = "highest"
+  train.train_and_evaluate(config, str(tmp_path / "a"))
+  assert seen == ["highest"] and jax.config.jax_default_matmul_precision is None
+  config.train.matmul_precision = "tf32"
+  with pytest.raises(ValueError, match="matmul_precision 'tf32'; valid choices: default, high, "
+                                       "highest"):
+    train.train_and_evaluate(config, str(tmp_path / "b"))
+  assert not (tmp_path / "b").exists()

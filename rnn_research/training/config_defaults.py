@@ -67,6 +67,10 @@ def base(task: str) -> ml_collections.ConfigDict:
   # (inf: off). Measured peaks (docs/guide.md): 4.2 for the shipped task configs; up to 2e16
   # for a relu rnn without clipping that recovers, 3e18 and more for one that has exploded.
   train.max_loss = 1e10
+  # Precision of float32 matmuls in every jitted function of the run (jax's
+  # default_matmul_precision): default (on NVIDIA GPUs TF32, ~1e-3 relative), high or highest
+  # (true float32: parity with a CPU run). On CPU all three are float32.
+  train.matmul_precision = "default"
   return config
 
 

@@ -35,6 +35,9 @@ class Diverged(RuntimeError):
   """A non-finite loss or gradient, or a loss above `train.max_loss`; the run stopped there."""
 
 
+MATMUL_PRECISIONS = ("default", "high", "highest")  # jax.default_matmul_precision's names
+
+
 def _check_train(cfg: Any) -> None:
   for key in _POSITIVE + tuple(CADENCE):
     value = cfg.get(key)
@@ -47,6 +50,9 @@ def _check_train(cfg: Any) -> None:
     raise ValueError(f"config.train.data_parallel must be True or False, got {cfg.data_parallel!r}")
   if not cfg.learning_rate > 0:
     raise ValueError(f"config.train.learning_rate must be > 0, got {cfg.learning_rate!r}")
+  if cfg.get("matmul_precision", "default") not in MATMUL_PRECISIONS:
+    raise ValueError(f"unknown config.train.matmul_precision {cfg.get('matmul_precision')!r}; "
+                     f"valid choices: {', '.join(MATMUL_PRECISIONS)}")
   window = cfg.get("tbptt_window", 0)
   if isinstance(window, bool) or not isinstance(window, int) or window < 0:
     raise ValueError(f"config.train.tbptt_window must be an integer >= 0 (0: off), got "
@@ -186,7 +192,8 @@ def train_seeds(configs: list[ml_collections.ConfigDict], workdirs: list[str],
       loop = Loop(runs, graphdef, train_step_fn(graphdef, task, tx),
                   make_predict(graphdef, states[0], configs[0].train.get("tbptt_window", 0)),
                   states)
-      loop.run(start)
+      with jax.default_matmul_precision(configs[0].train.get("matmul_precision", "default")):
+        loop.run(start)
     except BaseException as err:  # a second Ctrl-C (the first one saves) is resumable
       state = "preempted" if isinstance(err, KeyboardInterrupt) else "failed"
       for run in runs:
