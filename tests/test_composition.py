@@ -265,7 +265,7 @@ EXTRA = [
     dict(in_features=3, hidden_size=4, proj_size=2, num_layers=3, cell="lstm", norm="vertical",
          vertical_skip="dense", horizontal_skip="residual"),
     dict(in_features=3, hidden_size=4, proj_size=3, num_layers=2, cell="lstm", norm="batch",
-         vertical_skip="residual", horizontal_skip="none", recurrent_dropout=0.2),
+         vertical_skip="residual", horizontal_skip="none", learned_initial_state=True),
 ]
 
 

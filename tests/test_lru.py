@@ -22,6 +22,7 @@ from rnn_research.core.spec import resolve
 from rnn_research.core.step import cell_step
 
 import param_noise
+from step_reference import sequential
 
 B, T, F, H, N, O = 3, 13, 3, 4, 5, 2  # N != H: the carry [B, 2N] differs from the output
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -52,19 +53,6 @@ def random_setup(cell, seed: int):
   resets = jnp.asarray(rng.random(size=(T, B)) < 0.2)
   init, carry0 = (Carry(jnp.asarray(rng.normal(size=(B, 2 * N)), jnp.float32)) for _ in "ab")
   return p, xs, mask, resets, init, carry0
-
-
-def sequential(cell, p, xs, mask, carry0, resets=None, init=None):
-  """Reference: lax.scan over the streaming step; carry <- init (zeros if None) where reset."""
-  def body(carry, inputs):
-    x, m, r = inputs
-    if r is not None:
-      fresh = jax.tree.map(jnp.zeros_like, carry) if init is None else init
-      carry = jax.tree.map(lambda i, c: jnp.where(r[:, None], i, c), fresh, carry)
-    return cell_step(cell, p, carry, x, m)[:2]
-
-  carry, ys = jax.lax.scan(body, carry0, (xs, mask, resets))
-  return ys, carry
 
 
 def scan_layer(associative: bool):

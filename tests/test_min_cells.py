@@ -21,6 +21,7 @@ from rnn_research.core.spec import resolve
 from rnn_research.core.step import cell_step
 
 import param_noise
+from step_reference import sequential
 
 B, T, F, H, O = 3, 13, 3, 4, 2
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -50,20 +51,6 @@ def random_inputs(rng, t: int = T):
   init = Carry(jnp.asarray(rng.normal(size=(B, H)), jnp.float32))
   carry0 = Carry(jnp.asarray(rng.normal(size=(B, H)), jnp.float32))
   return xs, mask, resets, init, carry0
-
-
-def sequential(cell, p, xs, mask, carry0, resets=None, init=None):
-  """Reference: lax.scan over the streaming step, the carry replaced by `init` (zeros if None)
-  before step t where resets[t] (Haiku ResetCore), frozen and y = 0 where mask is False."""
-  def body(carry, inputs):
-    x, m, r = inputs
-    if r is not None:
-      fresh = jax.tree.map(jnp.zeros_like, carry) if init is None else init
-      carry = jax.tree.map(lambda i, c: jnp.where(r[:, None], i, c), fresh, carry)
-    return cell_step(cell, p, carry, x, m)[:2]
-
-  carry, ys = jax.lax.scan(body, carry0, (xs, mask, resets))
-  return ys, carry
 
 
 def parallel(cell, p, xs, mask, carry0, resets=None, init=None):
