@@ -32,3 +32,16 @@ def test_zero_tree_is_zero():
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
 def test_non_finite_entry_gives_non_finite_norm(bad):
   assert not np.isfinite(float(tree_norm({"w": jnp.array([1.0, bad]), "b": jnp.ones(2)})))
+
+
+def test_layer_norms_and_the_ratio_of_the_first_to_the_last_layer():
+  """Per-layer gradient norms, and with two layers or more ||dL/dθ_0|| / ||dL/dθ_{L-1}||."""
+  from rnn_research.training.diagnostics import layer_grad_norms
+
+  grads = {"layers": {0: {"w": jnp.full((3,), 2.0)}, 1: {"w": jnp.ones((2,))},
+                      2: {"w": jnp.full((4,), 0.5)}}, "readout": {"w": jnp.ones((1,))}}
+  norms = layer_grad_norms(grads)
+  np.testing.assert_allclose(norms["grad/layer_0"], np.sqrt(12.0), rtol=1e-6)
+  np.testing.assert_allclose(norms["grad/ratio_first_last_layer"], np.sqrt(12.0) / 1.0,
+                             rtol=1e-6)
+  assert "grad/ratio_first_last_layer" not in layer_grad_norms({"layers": {0: {"w": jnp.ones(2)}}})

@@ -315,6 +315,21 @@ def test_load_passes_arg_and_names_members(tmp_path):
   assert load(path).base.task.name_arg == "None"  # no arg: get_config(None)
 
 
+def test_get_sweep_may_take_the_arg(tmp_path):
+  """A get_sweep(arg) gets the text after the colon (None without one), as get_config does."""
+  path = write(tmp_path, '''
+      from configs import default
+      from rnn_research.experiments.sweep_spec import seeds
+
+      def get_config(arg=None):
+        return default.for_task("kalman", cell="gru", hidden_size=4, steps=4, batch_size=4)
+
+      def get_sweep(arg):
+        return seeds(3 if arg == "more" else 1)
+      ''')
+  assert len(load(path + ":more").members) == 3 and len(load(path).members) == 1
+
+
 # ------------------------------------------------------------------------------------ check
 
 

@@ -120,6 +120,7 @@ class Sweep:
   overrides: tuple[str, ...] = ()
   baseline: dict[str, Any] | str | None = None  # get_baseline(): overrides or a group name
   metric: tuple[str, str] | None = None  # get_metric(): (tag, "min" | "max")
+  group_by: tuple[str, ...] | None = None  # get_group_by(): config keys that form the groups
 
   def config(self, i: int) -> ml_collections.ConfigDict:
     """The base config with member i's overrides applied (a new, locked copy)."""
@@ -129,7 +130,10 @@ class Sweep:
 def load(config_arg: str) -> Sweep:
   """Imports `path[:arg]`, calls get_config(arg) and get_sweep(), and if defined
   get_baseline() (the baseline member's overrides without its seed, or a group name) and
-  get_metric() ((tag, "min" | "max")) for `compare`; checks nothing else yet."""
+  get_metric() ((tag, "min" | "max")) and get_group_by() (dotted config keys whose values form
+  the groups, for members that vary a nuisance such as a random learning rate) for `compare`;
+  get_sweep and those three are called with `arg` when they take an argument. Checks nothing
+  else yet."""
   path, _, arg = config_arg.partition(":")
   if not os.path.isfile(path):
     raise SweepError(f"no sweep file {path!r}")
@@ -143,17 +147,22 @@ def load(config_arg: str) -> Sweep:
       raise SweepError(f"{path} defines no {name}(); a sweep file needs get_config(arg) and "
                        "get_sweep()")
   base = module.get_config(arg or None)
-  members = list(module.get_sweep())
+  members = list(_call(module.get_sweep, arg))
   for i, m in enumerate(members):
     if not isinstance(m, Mapping):
       raise SweepError(f"{path}: get_sweep() member {i} is {m!r}, not a dict of overrides")
   members = [dict(m) for m in members]
   got = {}  # the optional get_baseline() and get_metric(), called with `arg` if they take one
-  for name in ("get_baseline", "get_metric"):
+  for name in ("get_baseline", "get_metric", "get_group_by"):
     fn = getattr(module, name, None)
     if callable(fn):
-      got[name] = fn(arg or None) if fn.__code__.co_argcount else fn()
+      got[name] = _call(fn, arg)
   baseline, metric = got.get("get_baseline"), got.get("get_metric")
+  group_by = got.get("get_group_by")
+  if group_by is not None and (isinstance(group_by, str) or not all(
+      isinstance(k, str) for k in group_by) or not group_by):
+    raise SweepError(f"{path}: get_group_by() returned {group_by!r}; valid: a non-empty list of "
+                     "dotted config keys")
   if baseline is not None and not isinstance(baseline, (Mapping, str)):
     raise SweepError(f"{path}: get_baseline() returned {baseline!r}; valid: the baseline "
                      "member's overrides without its seed (a dict) or a group name (a str)")
@@ -163,7 +172,13 @@ def load(config_arg: str) -> Sweep:
   return Sweep(config_arg, base, members, member_names(members),
                (module.__doc__ or "").strip(),
                baseline=dict(baseline) if isinstance(baseline, Mapping) else baseline,
-               metric=tuple(metric) if metric is not None else None)
+               metric=tuple(metric) if metric is not None else None,
+               group_by=tuple(group_by) if group_by is not None else None)
+
+
+def _call(fn: Any, arg: str) -> Any:
+  """fn(arg or None) if the sweep file's function takes an argument, else fn()."""
+  return fn(arg or None) if fn.__code__.co_argcount else fn()
 
 
 def _parent(config: ml_collections.ConfigDict, key: str) -> ml_collections.ConfigDict:

@@ -70,8 +70,13 @@ def gradient_flow_probe(graphdef: Any, state: dict[str, Any],
 
 def layer_grad_norms(grads: dict[str, Any]) -> dict[str, jax.Array]:
   """{'grad/layer_<l>': ||dL/dθ_l||, 'grad/readout': ..., 'grad/reverse_stack': ...} from a
-  pure-dict gradient (the last for bidirectional models)."""
+  pure-dict gradient (the last for bidirectional models), and with two layers or more
+  'grad/ratio_first_last_layer': ||dL/dθ_0|| / ||dL/dθ_{L-1}||, how much of the gradient
+  reaches the bottom of the stack (lecture 2.2.1: vertical skips should raise it)."""
   norms = {f"grad/layer_{l}": tree_norm(g) for l, g in grads["layers"].items()}
+  if len(norms) > 1:
+    first, last = norms["grad/layer_0"], norms[f"grad/layer_{len(norms) - 1}"]
+    norms["grad/ratio_first_last_layer"] = first / jnp.maximum(last, 1e-30)
   for part in ("readout", "reverse_stack"):
     if part in grads:
       norms[f"grad/{part}"] = tree_norm(grads[part])

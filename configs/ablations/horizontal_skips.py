@@ -1,0 +1,72 @@
+"""Ablation: horizontal skips and the locality trade-off (lecture 2.2.2, Fig 13.13).
+
+Claim tested (2.2.2): a horizontal skip brings h_{t-k} forward, so the gradient from k steps
+back is "less dead" (one hop instead of k) and long-range dependences become learnable, at the
+price of the RNN's bias towards local information: on a long-range problem "we are okay", on a
+local one the skip can cost.
+
+Setup: a 1-layer tanh RNN (32 units, orthogonal W_h, adam, clipping at global norm 1) on two
+problems: `adding` with T = 150 (long range: the answer needs two values seen up to 150 steps
+back; the default) and `kalman` (`horizontal_skips.py:kalman`: local, the optimal filter weighs
+the last few observations most). Members: no skip; `learned` (z_t += W_s h_{t-k}); and
+`residual` (h_t += h_{t-k}) with `mini_vertical` norm (the residual skip has no decay: the norm
+keeps the carry bounded), each with span k in {1, 4, 16}; × 5 seeds (35 runs per problem).
+
+Supports the claim: on `adding` the skips, more so with larger k, end below the no-skip baseline
+in `eval/mse_over_chance` and raise `grad_flow/ratio_first_last/layer_0` (||dL/dh_1|| /
+||dL/dh_T||); on `kalman` they end above the baseline in `eval/mse_over_kalman` (the locality
+cost), more so with larger k.
+Contradicts it: no skip helps on `adding`, or none costs on `kalman` (both CIs of the ratio to
+the baseline include 1: "no evidence" either way).
+
+  python -m rnn_research.sweep --config=configs/ablations/horizontal_skips.py \
+      --workdir=runs/hskips --parallel=2
+  python -m rnn_research.compare runs/hskips --metric=eval/mse_over_chance
+  python -m rnn_research.sweep --config=configs/ablations/horizontal_skips.py:kalman \
+      --workdir=runs/hskips_kalman --parallel=2
+  python -m rnn_research.compare runs/hskips_kalman --metric=eval/mse_over_kalman
+
+Size: 35 one-layer runs per problem; `:full` trains 4x longer with 128 units (for a GPU).
+"""
+import ml_collections
+
+from configs import default
+from rnn_research.sweep_spec import product, seeds, sweep
+
+SPANS = [1, 4, 16]
+
+
+def _options(arg: str | None) -> set[str]:
+  opts = set(arg.split(",")) if arg else set()
+  if opts - {"small", "full", "kalman"}:
+    raise ValueError(f"horizontal_skips.py: unknown arg {arg!r}; valid: small, full, kalman")
+  return opts
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """`arg`: comma-separated options: small (default size) or full; kalman (the local problem)."""
+  opts = _options(arg)
+  size = "full" if "full" in opts else None
+  if "kalman" in opts:
+    return default.ablation_base("horizontal_skips.py", size, "kalman", "rnn", 3000)
+  config = default.ablation_base("horizontal_skips.py", size, "adding", "rnn", 3000)
+  config.task.length = 150
+  return config
+
+
+def get_sweep() -> list[dict]:
+  learned = product(sweep("model.horizontal_skip", ["learned"]), sweep("model.skip_span", SPANS))
+  residual = product([{"model.horizontal_skip": "residual", "model.norm": "mini_vertical"}],
+                     sweep("model.skip_span", SPANS))
+  return product([{"model.horizontal_skip": "none"}] + learned + residual, seeds(5))
+
+
+def get_baseline() -> dict:
+  """The group every other is tested against (compare): no skip."""
+  return {"model.horizontal_skip": "none"}
+
+
+def get_metric(arg: str | None = None) -> tuple[str, str]:
+  """The metric of the problem (`arg` as in get_config)."""
+  kalman = "kalman" in _options(arg)
+  return ("eval/mse_over_kalman" if kalman else "eval/mse_over_chance", "min")
