@@ -6,6 +6,7 @@ and sweep.json, written the way the trainer and the sweep runner write them; no 
 from __future__ import annotations
 
 import json
+import textwrap
 import os
 import subprocess
 import sys
@@ -481,19 +482,64 @@ def test_sweep_files_baseline_and_metric_reach_compare_through_sweep_json(tmp_pa
     sweep_spec.load(str(path))
 
 
+def run_config(swp, i: int) -> dict:
+  """Member i's whole config, flat ({dotted key: value})."""
+  from rnn_research.training import workdir as run_dir
+  return run_dir.flat(swp.config(i).to_dict())
+
+
 @pytest.mark.parametrize("name", ["activations", "clipping", "extensions", "lstm_variants",
-                                  "norm_placement", "skips", "transition"])
+                                  "norm_placement", "skips", "horizontal_skips", "transition"])
 def test_shipped_sweeps_baseline_is_one_group(name):
-  """Each shipped sweep file's get_baseline() names exactly one group of its members, and
-  get_metric() the metric its docstring compares."""
+  """Each shipped sweep file's get_baseline() names exactly one group of its members (grouped
+  as its get_group_by() says, if it has one) of more than one run, and get_metric() the metric
+  its docstring compares."""
   from rnn_research.experiments import sweep_spec
 
   swp = sweep_spec.load(str(ROOT / "configs" / "ablations" / f"{name}.py"))
   manifest = {"members": [{"name": n, "overrides": m} for n, m in zip(swp.names, swp.members)]}
   runs = [compare.Run(n, "", swp.config(i).to_dict(), {}, {}) for i, n in enumerate(swp.names)]
-  groups = compare.group_runs(runs, None, manifest)
+  groups = compare.group_runs(runs, swp.group_by, manifest)
   base = baseline.baseline_group(groups, swp.baseline, manifest)
-  assert len(groups[base]) == sum(1 for m in swp.members
-                                  if {k: v for k, v in m.items() if k != "train.seed"}
-                                  == swp.baseline)
+  if swp.group_by:  # every member with the baseline's config values
+    expected = sum(all(run_config(swp, i).get(k) == v for k, v in swp.baseline.items())
+                   for i in range(len(swp.members)))
+  else:  # the members whose overrides but the seed are the baseline
+    expected = sum(1 for m in swp.members
+                   if {k: v for k, v in m.items() if k != "train.seed"} == swp.baseline)
+  assert len(groups[base]) == expected > 1
   assert f"--metric={swp.metric[0]}" in swp.doc and swp.metric[1] == "min"
+
+
+def test_get_group_by_forms_the_groups(tmp_path):
+  """A sweep file's get_group_by() (in sweep.json) groups runs that differ in a nuisance key
+  (here a learning rate per run) by the keys it names; --group_by still overrides it."""
+  from rnn_research.experiments import sweep_runner, sweep_spec
+
+  path = tmp_path / "lr_search.py"
+  path.write_text(textwrap.dedent('''
+      from configs import default
+      from rnn_research.sweep_spec import log_uniform, random_search
+
+      def get_config(arg=None):
+        return default.for_task("kalman", cell="gru", hidden_size=4, steps=4, batch_size=4)
+
+      def get_sweep():
+        return [{"model.cell": cell, **lr, "train.seed": s} for cell in ("rnn", "gru")
+                for s, lr in enumerate(random_search(3, seed=0, space={
+                    "train.learning_rate": log_uniform(1e-3, 1e-2)}))]
+
+      def get_group_by():
+        return ["model.cell"]
+      '''))
+  swp = sweep_spec.load(str(path))
+  sweep_runner._write_manifest(swp, str(tmp_path), list(range(len(swp.members))))
+  manifest = json.loads((tmp_path / "sweep.json").read_text())
+  assert manifest["group_by"] == ["model.cell"]
+  runs = [compare.Run(n, "", swp.config(i).to_dict(), {}, {}) for i, n in enumerate(swp.names)]
+  groups = compare.group_runs(runs, manifest["group_by"], manifest)
+  assert sorted(len(g) for g in groups.values()) == [3, 3]
+  assert len(compare.group_runs(runs, None, manifest)) == 6  # by overrides: one run each
+  path.write_text(path.read_text().replace('["model.cell"]', '"model.cell"'))
+  with pytest.raises(sweep_spec.SweepError, match="get_group_by.. returned 'model.cell'"):
+    sweep_spec.load(str(path))

@@ -234,8 +234,9 @@ def report(directory: str, metric: str | None = None, group_by: list[str] | None
            ylim: tuple[float, float] | None = None, baseline: str | None = None,
            log: bool = False, importance: bool = False) -> str:
   """Compares the sweep (or the one run) in `directory` by `metric` (default: the sweep file's
-  get_metric(), else the task's main metric), each group against `baseline` (default: the
-  sweep file's get_baseline()) if any, and with `importance` each axis' share of the metric's
+  get_metric(), else the task's main metric), in groups by `group_by` (default: the sweep file's
+  get_group_by(), else the members' overrides but the seed), each group against `baseline`
+  (default: the sweep file's get_baseline()) if any, and with `importance` each axis' share of the metric's
   variance (importance.py); writes compare.md, compare.png (curves) and compare_final.png
   (final values per group); returns the .md text."""
   from rnn_research.experiments.compare_plot import plot, plot_final  # (matplotlib)
@@ -243,7 +244,7 @@ def report(directory: str, metric: str | None = None, group_by: list[str] | None
   runs = load_runs(directory)
   sweep = _read_json(os.path.join(directory, "sweep.json")) or {}
   metric, mode = _resolve(runs, sweep, metric, mode)
-  groups = group_runs(runs, group_by, sweep)
+  groups = group_runs(runs, group_by or sweep.get("group_by"), sweep)  # get_group_by()
   rows = summarize(groups, metric, mode, threshold)
   base, note = baselines.resolve(groups, sweep, baseline)
   if base is not None and len(rows) > 1:

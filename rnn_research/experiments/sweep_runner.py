@@ -269,6 +269,7 @@ def _write_manifest(swp: sweep_spec.Sweep, workdir: str, indices: list[int]) -> 
               "members": [{"name": swp.names[i], "overrides": swp.members[i]}
                           for i in range(len(swp.members))],
               "selected": [swp.names[i] for i in indices],
-              # for `compare`: get_baseline() and get_metric() of the sweep file, or null
-              "baseline": swp.baseline, "metric": list(swp.metric) if swp.metric else None}
+              # for `compare`: get_baseline(), get_metric(), get_group_by() of the sweep file
+              "baseline": swp.baseline, "metric": list(swp.metric) if swp.metric else None,
+              "group_by": list(swp.group_by) if swp.group_by else None}
   atomic.write_json(os.path.join(workdir, "sweep.json"), manifest)
