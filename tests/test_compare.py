@@ -489,7 +489,8 @@ def run_config(swp, i: int) -> dict:
 
 
 @pytest.mark.parametrize("name", ["activations", "clipping", "extensions", "lstm_variants",
-                                  "norm_placement", "skips", "horizontal_skips", "transition"])
+                                  "norm_placement", "skips", "horizontal_skips", "transition",
+                                  "generation"])
 def test_shipped_sweeps_baseline_is_one_group(name):
   """Each shipped sweep file's get_baseline() names exactly one group of its members (grouped
   as its get_group_by() says, if it has one) of more than one run, and get_metric() the metric

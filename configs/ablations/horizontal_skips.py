@@ -8,7 +8,9 @@ local one the skip can cost.
 Setup: a 1-layer tanh RNN (32 units, orthogonal W_h, adam, clipping at global norm 1) on two
 problems: `adding` with T = 150 (long range: the answer needs two values seen up to 150 steps
 back; the default) and `kalman` (`horizontal_skips.py:kalman`: local, the optimal filter weighs
-the last few observations most). Members: no skip; `learned` (z_t += W_s h_{t-k}); and
+the last few observations most); and `multiscale` (`:multiscale`, lecture section 3: a regime
+that lasts about 20 steps and switches suddenly, `eval/accuracy`, higher is better), where the
+context to keep spans several steps. Members: no skip; `learned` (z_t += W_s h_{t-k}); and
 `residual` (h_t += h_{t-k}) with `mini_vertical` norm (the residual skip has no decay: the norm
 keeps the carry bounded), each with span k in {1, 4, 16}; × 5 seeds (35 runs per problem).
 
@@ -25,6 +27,9 @@ the baseline include 1: "no evidence" either way).
   python -m rnn_research.sweep --config=configs/ablations/horizontal_skips.py:kalman \
       --workdir=runs/hskips_kalman --parallel=2
   python -m rnn_research.compare runs/hskips_kalman --metric=eval/mse_over_kalman
+  python -m rnn_research.sweep --config=configs/ablations/horizontal_skips.py:multiscale \
+      --workdir=runs/hskips_multiscale --parallel=2
+  python -m rnn_research.compare runs/hskips_multiscale --metric=eval/accuracy
 
 Size: 35 one-layer runs per problem; `:full` trains 4x longer with 128 units (for a GPU).
 """
@@ -38,17 +43,20 @@ SPANS = [1, 4, 16]
 
 def _options(arg: str | None) -> set[str]:
   opts = set(arg.split(",")) if arg else set()
-  if opts - {"small", "full", "kalman"}:
-    raise ValueError(f"horizontal_skips.py: unknown arg {arg!r}; valid: small, full, kalman")
+  if opts - {"small", "full", "kalman", "multiscale"} or {"kalman", "multiscale"} <= opts:
+    raise ValueError(f"horizontal_skips.py: unknown arg {arg!r}; valid: small or full, and "
+                     "one of kalman, multiscale")
   return opts
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """`arg`: comma-separated options: small (default size) or full; kalman (the local problem)."""
+  """`arg`: comma-separated options: small (default size) or full; kalman (the local problem)
+  or multiscale (regime switching)."""
   opts = _options(arg)
   size = "full" if "full" in opts else None
-  if "kalman" in opts:
-    return default.ablation_base("horizontal_skips.py", size, "kalman", "rnn", 3000)
+  for task in ("kalman", "multiscale"):
+    if task in opts:
+      return default.ablation_base("horizontal_skips.py", size, task, "rnn", 3000)
   config = default.ablation_base("horizontal_skips.py", size, "adding", "rnn", 3000)
   config.task.length = 150
   return config
@@ -68,5 +76,7 @@ def get_baseline() -> dict:
 
 def get_metric(arg: str | None = None) -> tuple[str, str]:
   """The metric of the problem (`arg` as in get_config)."""
-  kalman = "kalman" in _options(arg)
-  return ("eval/mse_over_kalman" if kalman else "eval/mse_over_chance", "min")
+  opts = _options(arg)
+  if "multiscale" in opts:
+    return ("eval/accuracy", "max")
+  return ("eval/mse_over_kalman" if "kalman" in opts else "eval/mse_over_chance", "min")
