@@ -1,12 +1,14 @@
 """Run the report's sweeps and render docs/REPORT.md (rnn_research/experiments/report.py).
 
   python -m rnn_research.report --workdir=runs/report [--parallel=2] [--only=REGEX] [--no_run] \
-      [--rerun_changed]
+      [--rerun_changed] [--rerun_stale] [--allow_stale]
 
 A sweep on disk is reused only where its sweep file still gives every member the config it ran
 with; otherwise the report stops (exit 2) unless --rerun_changed moves the changed members' old
-runs aside and trains them again. Exit code 2 for bad input (an --only that matches no section,
-a changed or invalid sweep), 1 when a member failed, 128 + the signal when stopped.
+runs aside and trains them again. Likewise a sweep with runs trained under other model, task or
+trainer code (status.json's `code`): --rerun_stale retrains them, --allow_stale renders the
+section marked STALE. Exit code 2 for bad input (an --only that matches no section, a changed,
+stale or invalid sweep), 1 when a member failed, 128 + the signal when stopped.
 """
 import sys
 
@@ -24,6 +26,10 @@ flags.DEFINE_bool("no_run", False, "Train nothing: rebuild the report from what 
 flags.DEFINE_string("docs", "docs", "Where REPORT.template.md is and REPORT.md goes.")
 flags.DEFINE_bool("rerun_changed", False, "Retrain the members whose config changed since "
                   "they ran (their old runs are moved aside; see rnn_research.sweep).")
+flags.DEFINE_bool("rerun_stale", False, "Retrain the runs trained under other model, task or "
+                  "trainer code than there is now (their old runs are moved aside).")
+flags.DEFINE_bool("allow_stale", False, "Render sweeps with such stale runs anyway, each "
+                  "section marked STALE.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -32,6 +38,9 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
     sections = report.select(FLAGS.only)
+    if FLAGS.no_run and FLAGS.rerun_stale:
+      raise ValueError("--rerun_stale trains and --no_run trains nothing; drop one of them "
+                       "(--allow_stale renders stale sweeps without training)")
   except ValueError as err:
     print(f"bad input: {err}", file=sys.stderr)
     sys.exit(2)
@@ -39,7 +48,8 @@ def main(argv: list[str]) -> None:
     sweep_runner.use_cpu()
   try:
     path = report.make_report(FLAGS.workdir, FLAGS.docs, FLAGS.parallel, sections,
-                              run=not FLAGS.no_run, rerun_changed=FLAGS.rerun_changed)
+                              run=not FLAGS.no_run, rerun_changed=FLAGS.rerun_changed,
+                              rerun_stale=FLAGS.rerun_stale, allow_stale=FLAGS.allow_stale)
   except sweep_runner.Interrupted as err:  # the sweep printed its summary
     sys.exit(128 + err.signum)
   except RuntimeError as err:

@@ -2,7 +2,8 @@
 the CLI (`rnn_research.report`).
 
 Every sweep here is synthesized (real event files via MetricWriter, config.json, status.json,
-sweep.json) and `run_sweep` is replaced by a recorder: nothing is trained.
+sweep.json) and `run_sweep` is replaced by a recorder: nothing is trained. The runs record the
+current code fingerprint (`code`) unless a test makes them stale.
 
 The CLI's flags (--workdir, --parallel, --only) share names with those of rnn_research.sweep
 and rnn_research.main, so importing it into absl's global FLAGS would clash with them in one
@@ -17,6 +18,7 @@ import functools
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -26,10 +28,20 @@ import pytest
 from absl import flags
 
 from rnn_research.experiments.stats import NO_BASELINE
+from rnn_research.training import provenance
 from rnn_research.training.metric_writer import MetricWriter
-from rnn_research.training.status import write_status
+from rnn_research.training.status import read_status, write_status
 
 ROOT = Path(__file__).resolve().parents[1]
+CODE = "c0de0f1ngerp"  # what the code fingerprints to in-process (`fixed_code`)
+FINGERPRINT = provenance.code_fingerprint
+
+
+@pytest.fixture(autouse=True)
+def fixed_code(monkeypatch):
+  """The current code fingerprints to CODE: other people's edits of the tree while the tests
+  run must not make these sweeps stale."""
+  monkeypatch.setattr(provenance, "code_fingerprint", lambda: CODE)
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +73,10 @@ def test_experiments_define_no_flags(report):
 
 
 def make_sweep(root: Path, metric: str | list[str], finals: dict[str, list[float]],
-               key: str = "model.norm", start: float = 2.0) -> Path:
+               key: str = "model.norm", start: float = 2.0, code: str = CODE) -> Path:
   """A finished sweep in `root`: per value of `key`, one completed run per final value, whose
-  `metric` (each, if several) is `start` at step 0 and the final value at step 100."""
+  `metric` (each, if several) is `start` at step 0 and the final value at step 100, trained
+  under `code` at commit abc1234."""
   metrics = [metric] if isinstance(metric, str) else metric
   section, field = key.split(".")
   members = []
@@ -81,7 +94,8 @@ def make_sweep(root: Path, metric: str | list[str], finals: dict[str, list[float
       writer.write_scalars(0, {m: start for m in metrics})
       writer.write_scalars(100, {m: final for m in metrics})
       writer.close()
-      write_status(str(run), state="completed", step=100, metrics={m: final for m in metrics})
+      write_status(str(run), state="completed", step=100, metrics={m: final for m in metrics},
+                   code=[code], commits=["abc1234"])
   (root / "sweep.json").write_text(json.dumps({"config": "x.py", "members": members}))
   return root
 
@@ -89,12 +103,12 @@ def make_sweep(root: Path, metric: str | list[str], finals: dict[str, list[float
 TEMPLATE = """# Report
 Made by `{{command}}` at {{commit}} on {{date}}; the sweeps trained for {{total_wall}}.
 
-## a ({{wall:a}})
+## a ({{wall:a}}, at {{trained:a}})
 {{table:a}}
 
 {{figure:a}}
 
-## b ({{wall:b}})
+## b ({{wall:b}}, at {{trained:b}})
 {{table:b}}
 
 {{figure:b}}
@@ -149,12 +163,12 @@ def test_render_fills_every_placeholder(report, two_sections, monkeypatch):
 Made by `python -m rnn_research.report X` at {commit} on {datetime.date.today().isoformat()}; \
 the sweeps trained for 2 minutes.
 
-## a (2.0 min)
+## a (2.0 min, at abc1234)
 {TABLE_A}
 
 ![a](report/a/compare.png)
 
-## b (not timed)
+## b (not timed, at abc1234)
 {TABLE_B}
 
 ![b](report/b/compare.png)
@@ -168,14 +182,14 @@ the sweeps trained for 2 minutes.
   (workdir / report.TIMES).write_text(json.dumps({"a": 120.0, "b": 366.0}))
   text = report.render(str(workdir), str(docs), sections, "cmd")
   assert "trained for 8 minutes." in text  # (120 + 366) / 60 = 8.1
-  assert "## a (2.0 min)" in text and "## b (6.1 min)" in text
+  assert "## a (2.0 min, at abc1234)" in text and "## b (6.1 min, at abc1234)" in text
 
 
 def test_render_without_times_file(report, two_sections):
   workdir, docs, sections = two_sections
   text = report.render(str(workdir), str(docs), sections, "cmd")
   assert "trained for 0 minutes." in text
-  assert "## a (not timed)" in text and "## b (not timed)" in text
+  assert "## a (not timed, " in text and "## b (not timed, " in text
 
 
 def test_render_names_unfilled_placeholders(report, two_sections):
@@ -185,7 +199,7 @@ def test_render_names_unfilled_placeholders(report, two_sections):
     report.render(str(workdir), str(docs), sections, "cmd")
   # A section left out of `sections` is unfilled too.
   (docs / "REPORT.template.md").write_text(TEMPLATE)
-  with pytest.raises(ValueError, match=r"\['figure:b', 'table:b', 'wall:b'\]"):
+  with pytest.raises(ValueError, match=r"\['figure:b', 'table:b', 'trained:b', 'wall:b'\]"):
     report.render(str(workdir), str(docs), sections[:1], "cmd")
 
 
@@ -267,7 +281,7 @@ def test_main_runs_only_matching_sections_but_reports_all(report, report_cli, tw
   monkeypatch.setattr(report, "run_sections", lambda *args: ran.append(args))
   parse_and_run_main(report_cli, f"--workdir={workdir}", f"--docs={docs}", "--only=^b$",
                      "--parallel=3")
-  assert ran == [(str(workdir), [sections[1]], 3, False)]
+  assert ran == [(str(workdir), [sections[1]], 3, False, False)]
   text = (docs / "REPORT.md").read_text(encoding="utf-8")
   assert TABLE_A in text and TABLE_B in text and "{{" not in text
   assert f"`python -m rnn_research.report --workdir={workdir} --parallel=3`" in text
@@ -298,7 +312,7 @@ def test_cli_no_run_rebuilds_report_from_disk(report, tmp_path):
   for directory in {s.directory for s in report.SECTIONS}:
     make_sweep(workdir / directory, [s.metric for s in report.SECTIONS
                                      if s.directory == directory],
-               {"none": [0.5], "layer": [0.04]})
+               {"none": [0.5], "layer": [0.04]}, code=FINGERPRINT())  # the process's
   for s in report.SECTIONS:
     lines += [f"## {s.key} {{{{wall:{s.key}}}}}", f"{{{{table:{s.key}}}}}",
               f"{{{{figure:{s.key}}}}}"]
@@ -399,3 +413,213 @@ def test_run_sections_times_an_interrupted_sweep_and_stops(report, fake_sweep, t
     report.run_sections(str(tmp_path), sections, 2)
   assert [c[0] for c in calls] == ["x.py"]
   assert json.loads((tmp_path / report.TIMES).read_text()) == {"a": 20.0}
+
+
+# ------------------------------------------------------------------- provenance and staleness
+
+
+def test_code_fingerprint_follows_core_tasks_and_training_only(tmp_path):
+  package = tmp_path / "rnn_research"  # a copy of the package: the tree may change meanwhile
+  shutil.copytree(provenance.PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+  base = FINGERPRINT(package)
+  assert len(base) == 12 and int(base, 16) >= 0
+  for rel in ("core/models.py", "tasks/kalman.py", "training/loop.py"):
+    path = package / rel
+    original = path.read_bytes()
+    path.write_bytes(original + b"\n# an edit\n")
+    assert FINGERPRINT(package) != base, rel
+    path.write_bytes(original)
+  assert FINGERPRINT(package) == base
+  (package / "tasks" / "new_task.py").write_text("X = 1\n")  # a new file counts too
+  assert FINGERPRINT(package) != base
+  (package / "tasks" / "new_task.py").unlink()
+  for rel in ("experiments/report.py", "report.py", "training/notes.md"):  # not what a run is
+    (package / rel).write_text("changed\n")
+  assert FINGERPRINT(package) == base
+
+
+def test_git_commit_marks_only_fingerprinted_edits_dirty(tmp_path, monkeypatch):
+  package = tmp_path / "repo" / "rnn_research"
+  for rel in ("core/a.py", "experiments/b.py"):
+    (package / rel).parent.mkdir(parents=True, exist_ok=True)
+    (package / rel).write_text("A = 1\n")
+  monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no checkout above it
+  assert provenance.git_commit(package) is None
+  repo = ["git", "-C", str(tmp_path / "repo"), "-c", "user.name=t", "-c", "user.email=t@t"]
+  subprocess.run(repo + ["init", "-q"], check=True)
+  subprocess.run(repo + ["add", "."], check=True)
+  subprocess.run(repo + ["commit", "-qm", "x"], check=True)
+  head = subprocess.run(repo + ["rev-parse", "--short", "HEAD"], capture_output=True,
+                        text=True, check=True).stdout.strip()
+  assert provenance.git_commit(package) == head
+  (package / "experiments" / "b.py").write_text("B = 2\n")
+  (package / "core" / "untracked.py").write_text("C = 3\n")
+  assert provenance.git_commit(package) == head  # neither a run's code nor tracked
+  (package / "core" / "a.py").write_text("A = 2\n")
+  assert provenance.git_commit(package) == head + "+dirty"
+  monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))  # no git at all: None, no error
+  assert provenance.git_commit(package) is None
+
+
+def make_stale(run: Path, code: list[str] | None, commits: list[str] | None = None) -> None:
+  """Rewrites the run's `code` and `commits` (None: as a run from before they were recorded)."""
+  fields = read_status(str(run))
+  for key, value in (("code", code), ("commits", commits)):
+    fields.pop(key, None)
+    if value is not None:
+      fields[key] = value
+  (run / "status.json").write_text(json.dumps(fields))
+
+
+def test_trained_tells_stale_runs(report, tmp_path):
+  sweep = make_sweep(tmp_path / "s", "eval/loss", {"none": [0.1, 0.2, 0.3, 0.4]})
+  make_stale(sweep / "norm=none,seed=1", [CODE, "0123456789ab"], ["abc1234", "def5678"])
+  make_stale(sweep / "norm=none,seed=2", None)  # trained before `code` was recorded
+  make_stale(sweep / "norm=none,seed=3", ["0123456789ab"], [])
+  (sweep / "never_ran").mkdir()
+  t = report.trained(str(sweep), CODE)
+  assert t == report.Trained(4, ("norm=none,seed=1", "norm=none,seed=2", "norm=none,seed=3"),
+                             "abc1234, def5678, unrecorded",
+                             "abc1234, def5678, unrecorded")
+  assert report.trained(str(tmp_path / "absent"), CODE) == report.Trained(0, (), "", "")
+
+
+STALE_A = ("**STALE**: 2 of 4 runs trained at 1111111, unrecorded under code that has changed "
+           "since; rerun with `--rerun_stale`")
+
+
+@pytest.fixture
+def stale_a(two_sections):
+  """two_sections with 2 of a's 4 runs stale: one of other code, one that recorded none."""
+  workdir = two_sections[0]
+  make_stale(workdir / "a" / "norm=layer,seed=0", ["0123456789ab"], ["1111111"])
+  make_stale(workdir / "a" / "norm=none,seed=1", None)
+  return two_sections
+
+
+def tree(root: Path) -> dict[str, bytes]:
+  return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("run", [True, False])
+def test_report_refuses_stale_sweeps_and_writes_nothing(report, report_cli, stale_a, fake_sweep,
+                                                        monkeypatch, capsys, tmp_path, run):
+  workdir, docs, sections = stale_a
+  monkeypatch.setattr(report, "SECTIONS", tuple(sections))
+  make_stale(workdir / "b" / "cell=gru,seed=0", ["0123456789ab"], ["2222222+dirty"])
+  before = tree(tmp_path)
+  with pytest.raises(SystemExit) as info:
+    parse_and_run_main(report_cli, f"--workdir={workdir}", f"--docs={docs}",
+                       *([] if run else ["--no_run"]))
+  assert info.value.code == 2
+  assert capsys.readouterr().err == (
+      f"report: 2 sweep(s) in {workdir} hold runs trained under other code than "
+      f"rnn_research/core, tasks and training hold now (fingerprint {CODE}), or that recorded "
+      "none:\n  a: 2 of 4 run(s), trained at 1111111, unrecorded\n  b: 1 of 4 run(s), trained "
+      "at 2222222+dirty\nrerun with --rerun_stale to move those runs aside to "
+      "<sweep>.replaced-<time>/ and train them again (an --only must select their sections), "
+      "or with --allow_stale to render them marked STALE\n")
+  assert fake_sweep[0] == [] and tree(tmp_path) == before  # nothing ran, nothing written
+  # --rerun_stale retrains only the sweeps --only selects: b stays stale and stops the report.
+  with pytest.raises(report.BadSweep, match=r"^1 sweep\(s\) .*\n  b: 1 of 4 run\(s\)"):
+    report.make_report(str(workdir), str(docs), 2, sections[:1], rerun_stale=True)
+  assert fake_sweep[0] == [] and tree(tmp_path) == before
+
+
+def test_allow_stale_renders_stale_sections_under_a_loud_line(report, report_cli, stale_a,
+                                                              monkeypatch, capsys):
+  workdir, docs, sections = stale_a
+  monkeypatch.setattr(report, "SECTIONS", tuple(sections))
+  parse_and_run_main(report_cli, f"--workdir={workdir}", f"--docs={docs}", "--no_run",
+                     "--allow_stale")
+  text = (docs / "REPORT.md").read_text(encoding="utf-8")
+  assert f"## a (not timed, at 1111111, abc1234, unrecorded)\n{STALE_A}\n\n| group |" in text
+  assert text.count("STALE") == 1 and "## b (not timed, at abc1234)\n| group |" in text
+  err = capsys.readouterr().err
+  assert err == ("report: warning: a is marked STALE: 2 of 4 run(s) trained at 1111111, "
+                 "unrecorded under other code\n")
+
+
+def test_cli_refuses_rerun_stale_with_no_run(report_cli, two_sections, capsys):
+  workdir, docs, _ = two_sections
+  with pytest.raises(SystemExit) as info:
+    parse_and_run_main(report_cli, f"--workdir={workdir}", f"--docs={docs}", "--no_run",
+                       "--rerun_stale")
+  assert info.value.code == 2
+  assert capsys.readouterr().err == ("bad input: --rerun_stale trains and --no_run trains "
+                                     "nothing; drop one of them (--allow_stale renders stale "
+                                     "sweeps without training)\n")
+  assert not (docs / "REPORT.md").exists()
+
+
+def test_rerun_stale_moves_the_stale_runs_aside_and_retrains(report, stale_a, fake_sweep):
+  workdir, docs, sections = stale_a
+  calls, results = fake_sweep
+  for run in (workdir / "b").iterdir():  # all of b is stale: its wall time goes with its runs
+    if run.is_dir():
+      make_stale(run, ["0123456789ab"], ["1111111"])
+  (workdir / report.TIMES).write_text(json.dumps({"a": 60.0, "b": 30.0}))
+  (workdir / "a" / "logs").mkdir()
+  (workdir / "a" / "logs" / "norm=layer,seed=0.log").write_text("old log")
+  results += [(10.0, counts(completed=4, skipped=2)), (20.0, counts(completed=4))]
+  report.run_sections(str(workdir), sections, 2, rerun_stale=True)
+  assert [c[:2] for c in calls] == [("x.py", str(workdir / "a")), ("y.py:arg", str(workdir / "b"))]
+  moved_a, = workdir.glob("a.replaced-*")
+  assert sorted(p.name for p in moved_a.iterdir()) == ["logs", "norm=layer,seed=0",
+                                                       "norm=none,seed=1"]
+  assert (moved_a / "logs" / "norm=layer,seed=0.log").read_text() == "old log"
+  assert sorted(p.name for p in (workdir / "a").iterdir()) == ["logs", "norm=layer,seed=1",
+                                                               "norm=none,seed=0", "sweep.json"]
+  moved_b, = workdir.glob("b.replaced-*")
+  assert json.loads((moved_b / report.TIMES).read_text()) == {"b": 30.0}
+  assert json.loads((workdir / report.TIMES).read_text()) == {"a": 70.0, "b": 20.0}
+
+
+def test_rerun_stale_report_renders_the_retrained_sweep(report, stale_a, monkeypatch, capsys):
+  workdir, docs, sections = stale_a
+  monkeypatch.setattr(report, "SECTIONS", tuple(sections))
+  retrained = []
+
+  def run_sweep(config_arg: str, directory: str, *, parallel: int, rerun_changed: bool):
+    retrained.append(sorted(p.name for p in Path(directory).iterdir()))
+    for run in Path(directory).iterdir():  # a fake retraining: a fresh sweep, under new code
+      if run.is_dir():
+        shutil.rmtree(run)
+    make_sweep(Path(directory), "eval/loss", {"layer": [0.9, 0.7], "none": [0.3, 0.5]})
+    return counts(completed=4, skipped=2)
+
+  monkeypatch.setattr(report, "run_sweep", run_sweep)
+  report.make_report(str(workdir), str(docs), 2, sections[:1], rerun_stale=True)
+  assert retrained == [["norm=layer,seed=1", "norm=none,seed=0", "sweep.json"]]
+  text = (docs / "REPORT.md").read_text(encoding="utf-8")
+  assert "STALE" not in text and f" min, at abc1234)\n{TABLE_A}" in text
+  assert "moved the old runs of 2 stale member(s) to " in capsys.readouterr().out
+
+
+@pytest.mark.slow  # trains a real two-seed sweep, then one member again
+def test_a_real_sweep_records_its_code_and_rerun_stale_retrains_it(report, tmp_path,
+                                                                  monkeypatch):
+  from tests.test_sweep_trust import write_sweep
+
+  monkeypatch.setattr(provenance, "code_fingerprint", FINGERPRINT)  # as the members compute it
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  monkeypatch.chdir(ROOT)
+  workdir, docs = tmp_path / "runs", tmp_path / "docs"
+  section = report.Section("two", write_sweep(tmp_path), "eval/loss")
+  monkeypatch.setattr(report, "SECTIONS", (section,))
+  docs.mkdir()
+  (docs / "REPORT.template.md").write_text("{{trained:two}}\n{{table:two}}\n", encoding="utf-8")
+  report.run_sections(str(workdir), [section], 2)
+  code, commit = FINGERPRINT(), provenance.git_commit()
+  for name in ("seed=0", "seed=1"):
+    status = read_status(str(workdir / "two" / name))
+    assert (status["code"], status["commits"]) == ([code], [commit] if commit else [])
+  make_stale(workdir / "two" / "seed=1", ["0123456789ab"], ["1111111"])
+  with pytest.raises(report.BadSweep, match=r"\n  two: 1 of 2 run\(s\), trained at 1111111\n"):
+    report.make_report(str(workdir), str(docs), 2, run=False)
+  report.make_report(str(workdir), str(docs), 2, rerun_stale=True)
+  moved, = tmp_path.glob("runs/two.replaced-*")
+  assert read_status(str(moved / "seed=1"))["code"] == ["0123456789ab"]
+  assert read_status(str(workdir / "two" / "seed=1"))["code"] == [code]  # trained again
+  text = (docs / "REPORT.md").read_text(encoding="utf-8")
+  assert text.startswith(f"{commit or 'unrecorded'}\n| group |") and "STALE" not in text

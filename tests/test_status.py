@@ -103,3 +103,38 @@ def test_status_file_mode_follows_the_umask(tmp_path, umask, expected):
   finally:
     os.umask(previous)
   assert stat.S_IMODE(os.stat(status.status_path(str(tmp_path))).st_mode) == expected
+
+
+# ------------------------------------------------------------------------- code and commits
+
+
+def test_trained_under_appends_what_is_new(tmp_path):
+  workdir = str(tmp_path)
+  assert status.trained_under(workdir, "aaa", "c1") == {"code": ["aaa"], "commits": ["c1"]}
+  write_status(workdir, code=["aaa"], commits=["c1"])
+  assert status.trained_under(workdir, "aaa", "c1") == {"code": ["aaa"], "commits": ["c1"]}
+  assert status.trained_under(workdir, "bbb", None) == {"code": ["aaa", "bbb"],
+                                                        "commits": ["c1"]}
+  assert status.trained_under(workdir, "aaa", "c2+dirty") == {"code": ["aaa"],
+                                                              "commits": ["c1", "c2+dirty"]}
+
+
+def test_a_run_records_its_code_and_commits_when_it_starts_and_resumes(tmp_path, monkeypatch):
+  from rnn_research.training import provenance, train
+  from tests.test_train import tiny_kalman
+
+  def interrupted(self, start):  # status.json is written as the run starts; nothing trains
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(train.Loop, "run", interrupted)
+  for (code, commit), codes, commits in (
+      (("aaa", "c1"), ["aaa"], ["c1"]),
+      (("bbb", "c2+dirty"), ["aaa", "bbb"], ["c1", "c2+dirty"]),  # a resume under new code
+      (("bbb", None), ["aaa", "bbb"], ["c1", "c2+dirty"]),  # outside git: no commit added
+      (("aaa", "c1"), ["aaa", "bbb"], ["c1", "c2+dirty"])):  # each one once
+    monkeypatch.setattr(provenance, "code_fingerprint", lambda: code)
+    monkeypatch.setattr(provenance, "git_commit", lambda: commit)
+    with pytest.raises(KeyboardInterrupt):
+      train.train_and_evaluate(tiny_kalman(), str(tmp_path))
+    got = read_status(str(tmp_path))
+    assert (got["state"], got["code"], got["commits"]) == ("preempted", codes, commits)

@@ -4,12 +4,19 @@ For each entry of `SECTIONS` the sweep runs in `<workdir>/<key>/` through
 `sweep_runner.run_sweep` (resumably: a finished sweep is reused as it is, unless its sweep file
 now gives a member another config than the one it ran with: that stops the report unless
 `rerun_changed` moves the old runs aside and trains them again), `compare` writes its
-table and figure to `docs/report/<key>/`, and every `{{table:<key>}}`, `{{figure:<key>}}` and
-`{{wall:<key>}}` in `docs/REPORT.template.md` is filled in, together with `{{command}}`,
+table and figure to `docs/report/<key>/`, and every `{{table:<key>}}`, `{{figure:<key>}}`,
+`{{wall:<key>}}` and `{{trained:<key>}}` (the commits its runs trained at) in
+`docs/REPORT.template.md` is filled in, together with `{{command}}`,
 `{{commit}}`, `{{total_wall}}` and `{{date}}`, giving `docs/REPORT.md`. The prose around the
 tables (the claims and whether our numbers support them) lives in the template and is written
 by people; this module only refreshes the measurements. The command line is
 `python -m rnn_research.report` (rnn_research/report.py).
+
+A run is stale unless its status.json records that it trained under the current code only
+(`code` == [provenance.code_fingerprint()]). A sweep on disk with stale runs stops the report
+before anything runs or is written (BadSweep), unless `rerun_stale` moves those runs aside
+(as `rerun_changed` does) and trains them again, or `allow_stale` renders the section under a
+loud STALE line.
 """
 from __future__ import annotations
 
@@ -21,9 +28,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any, Iterable
 
+from rnn_research.experiments import sweep_changes
 from rnn_research.experiments.sweep_runner import OUTCOMES, Interrupted, run_sweep
-from rnn_research.training import atomic
+from rnn_research.training import atomic, provenance
+from rnn_research.training.status import read_status, status_path
 
 
 @dataclass(frozen=True)
@@ -86,28 +96,95 @@ def _commit() -> str:
 
 
 class BadSweep(RuntimeError):
-  """A section's sweep had bad input (a changed member included); nothing of it ran."""
+  """A section's sweep had bad input (a changed or stale member included); nothing of it ran."""
+
+
+@dataclass(frozen=True)
+class Trained:
+  """What the runs of one sweep on disk trained under."""
+  runs: int  # runs with a status.json
+  stale: tuple[str, ...]  # the runs not trained under the current code only
+  commits: str  # the commits all runs trained at
+  stale_commits: str  # the commits the stale runs trained at
+
+
+def _commits(statuses: Iterable[dict[str, Any]]) -> str:
+  """The commits in order of first appearance; "unrecorded" for a run that recorded none."""
+  return ", ".join(dict.fromkeys(c for s in statuses for c in s.get("commits") or ["unrecorded"]))
+
+
+def trained(directory: str, code: str) -> Trained:
+  """The runs of the sweep in `directory` (those compare tables) against the fingerprint
+  `code`: a run whose status.json `code` is not exactly [code] (or has none) is stale."""
+  names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+  statuses = {n: read_status(os.path.join(directory, n)) for n in names
+               if not n.startswith(".") and ".replaced-" not in n
+               and os.path.isfile(status_path(os.path.join(directory, n)))}
+  stale = tuple(n for n, s in statuses.items() if s.get("code") != [code])
+  return Trained(len(statuses), stale, _commits(statuses.values()),
+                 _commits(statuses[n] for n in stale))
+
+
+def stale_sweeps(workdir: str, sections: Iterable[Section], code: str) -> dict[str, Trained]:
+  """{sweep directory: Trained} of the sections' sweeps on disk that hold stale runs."""
+  found = {d: trained(os.path.join(workdir, d), code) for d in {s.directory for s in sections}}
+  return {d: found[d] for d in sorted(found) if found[d].stale}
+
+
+def describe_stale(workdir: str, stale: dict[str, Trained], code: str) -> str:
+  """The error that stops the report at stale sweeps: each sweep, its runs and commits."""
+  lines = [f"{d}: {len(t.stale)} of {t.runs} run(s), trained at {t.stale_commits}"
+           for d, t in stale.items()]
+  return (f"{len(stale)} sweep(s) in {workdir} hold runs trained under other code than "
+          f"rnn_research/core, tasks and training hold now (fingerprint {code}), or that "
+          "recorded none:\n  " + "\n  ".join(lines) + "\nrerun with --rerun_stale to move "
+          "those runs aside to <sweep>.replaced-<time>/ and train them again (an --only must "
+          "select their sections), or with --allow_stale to render them marked STALE")
+
+
+def stale_line(t: Trained) -> str:
+  """The loud line above a stale section's table."""
+  return (f"**STALE**: {len(t.stale)} of {t.runs} runs trained at {t.stale_commits} under code "
+          "that has changed since; rerun with `--rerun_stale`")
+
+
+def _move_stale(workdir: str, key: str, code: str) -> None:
+  """Moves the stale runs of sweep `key` aside (sweep_changes.move_aside); when that is all
+  of them, its recorded wall time goes along (into the new directory's TIMES)."""
+  t = trained(os.path.join(workdir, key), code)
+  if not t.stale:
+    return
+  moved = sweep_changes.move_aside(os.path.join(workdir, key), list(t.stale))
+  print(f"moved the old runs of {len(t.stale)} stale member(s) to {moved}", flush=True)
+  times = _times(workdir)
+  if len(t.stale) == t.runs and key in times:
+    atomic.write_json(os.path.join(moved, TIMES), {key: times.pop(key)})
+    atomic.write_json(os.path.join(workdir, TIMES), times)
 
 
 def run_sections(workdir: str, sections: list[Section], parallel: int,
-                 rerun_changed: bool = False) -> None:
+                 rerun_changed: bool = False, rerun_stale: bool = False) -> None:
   """Runs each section's sweep (skipping what is done) and adds its wall time to TIMES.
 
-  One sweep per directory (tables of the same sweep share it), each printing what it does. A
+  One sweep per directory (tables of the same sweep share it), each printing what it does;
+  with `rerun_stale`, its stale runs are moved aside first and trained again. A
   sweep with bad input (nothing ran: BadSweep) or a failed member (its time is recorded)
   raises RuntimeError, a signal Interrupted (its time is recorded); the later ones do not run.
   """
   configs: dict[str, str] = {}
   for s in sections:
     configs.setdefault(s.directory, s.config)
+  code = provenance.code_fingerprint() if rerun_stale else None
   for key, config in configs.items():
     directory = os.path.join(workdir, key)
     print(f"$ {sys.executable} -m rnn_research.sweep --config={config} --workdir={directory} "
           f"--parallel={parallel}" + (" --rerun_changed" if rerun_changed else ""), flush=True)
     started = time.time()
     try:
+      if code:
+        _move_stale(workdir, key, code)
       counts = run_sweep(config, directory, parallel=parallel, rerun_changed=rerun_changed)
-    except ValueError as err:  # SweepError included: nothing ran
+    except ValueError as err:  # SweepError and WorkdirBusy included: nothing ran
       raise BadSweep(f"{key}: bad input: {err}") from err
     except Interrupted as err:
       _add_time(workdir, key, err.counts, started)
@@ -125,10 +202,14 @@ def _add_time(workdir: str, key: str, counts: dict[str, int], started: float) ->
     atomic.write_json(os.path.join(workdir, TIMES), times)
 
 
-def render(workdir: str, docs: str, sections: list[Section], command: str) -> str:
-  """Fills the template's placeholders from the sweeps on disk; returns REPORT.md's text."""
+def render(workdir: str, docs: str, sections: list[Section], command: str,
+           code: str | None = None) -> str:
+  """Fills the template's placeholders from the sweeps on disk, a sweep with runs stale
+  against the fingerprint `code` (default: the current one) under a STALE line; returns
+  REPORT.md's text."""
   from rnn_research.experiments import compare
 
+  code = code or provenance.code_fingerprint()
   with open(os.path.join(docs, "REPORT.template.md"), encoding="utf-8") as f:
     text = f.read()
   times = _times(workdir)
@@ -139,11 +220,14 @@ def render(workdir: str, docs: str, sections: list[Section], command: str) -> st
     out = os.path.join(docs, "report", s.key)
     if not os.path.isdir(os.path.join(workdir, s.directory)):
       fills[f"table:{s.key}"] = f"*(not run yet: `python -m rnn_research.report --only={s.key}`)*"
-      fills[f"figure:{s.key}"] = fills[f"wall:{s.key}"] = ""
+      fills[f"figure:{s.key}"] = fills[f"wall:{s.key}"] = fills[f"trained:{s.key}"] = ""
       continue
     table = compare.report(os.path.join(workdir, s.directory), s.metric,
                            list(s.group_by) or None, s.threshold, s.mode, out, s.ylim)
-    fills[f"table:{s.key}"] = table.rsplit("\n\nmetric:", 1)[0]
+    t = trained(os.path.join(workdir, s.directory), code)
+    fills[f"table:{s.key}"] = ((stale_line(t) + "\n\n" if t.stale else "")
+                               + table.rsplit("\n\nmetric:", 1)[0])
+    fills[f"trained:{s.key}"] = t.commits
     fills[f"figure:{s.key}"] = f"![{s.key}](report/{s.key}/compare.png)"
     fills[f"wall:{s.key}"] = (f"{times[s.directory] / 60:.1f} min" if s.directory in times
                               else "not timed")
@@ -166,13 +250,24 @@ def select(only: str | None) -> list[Section]:
 
 
 def make_report(workdir: str, docs: str, parallel: int, sections: list[Section] | None = None,
-                run: bool = True, rerun_changed: bool = False) -> str:
+                run: bool = True, rerun_changed: bool = False, rerun_stale: bool = False,
+                allow_stale: bool = False) -> str:
   """Runs `sections`' sweeps (unless not `run`), then writes `docs`/REPORT.md from every
-  section on disk; returns its path."""
+  section on disk; returns its path. A stale sweep that `rerun_stale` does not retrain raises
+  BadSweep before anything runs or is written, unless `allow_stale`."""
+  selected = list(SECTIONS if sections is None else sections)
+  code = provenance.code_fingerprint()
+  rerun = {s.directory for s in selected} if run and rerun_stale else set()
+  stale = {d: t for d, t in stale_sweeps(workdir, SECTIONS, code).items() if d not in rerun}
+  if stale and not allow_stale:
+    raise BadSweep(describe_stale(workdir, stale, code))
   if run:
-    run_sections(workdir, list(SECTIONS if sections is None else sections), parallel,
-                 rerun_changed)
+    run_sections(workdir, selected, parallel, rerun_changed, rerun_stale)
   command = f"python -m rnn_research.report --workdir={workdir} --parallel={parallel}"
   path = os.path.join(docs, "REPORT.md")
-  atomic.write_text(path, render(workdir, docs, list(SECTIONS), command))
+  text = render(workdir, docs, list(SECTIONS), command, code)
+  for d, t in stale_sweeps(workdir, SECTIONS, code).items():
+    print(f"report: warning: {d} is marked STALE: {len(t.stale)} of {t.runs} run(s) trained "
+          f"at {t.stale_commits} under other code", file=sys.stderr)
+  atomic.write_text(path, text)
   return path

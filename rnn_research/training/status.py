@@ -8,6 +8,10 @@ is killed mid-write.
   write_status(workdir, state="running", step=0)
   write_status(workdir, step=100, train_loss=0.31)   # merged into the fields above
   read_status(workdir)  # {"state": "running", "step": 100, "train_loss": 0.31}
+
+When a run starts or resumes training, `code` and `commits` list every code fingerprint and
+git commit it has trained under (provenance.py), in order: the report calls a run stale
+unless `code` is exactly [the current fingerprint].
 """
 
 from __future__ import annotations
@@ -55,3 +59,14 @@ def write_status(workdir: str, **fields: Any) -> dict[str, Any]:
   merged = {**read_status(workdir), **fields}
   atomic.write_json(status_path(workdir), merged, sort_keys=True)
   return merged
+
+
+def trained_under(workdir: str, code: str, commit: str | None) -> dict[str, list[str]]:
+  """`code` and `commits` of the run in `workdir` with `code` and `commit` appended where
+  they are new (a None commit, outside a git checkout, is left out): write them on (re)start."""
+  old = read_status(workdir)
+  out = {}
+  for field, value in (("code", code), ("commits", commit)):
+    values = list(old.get(field) or [])
+    out[field] = values + [value] if value is not None and value not in values else values
+  return out

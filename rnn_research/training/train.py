@@ -24,9 +24,10 @@ from flax import nnx
 
 from rnn_research.core.models import build
 from rnn_research.tasks import TASKS
-from rnn_research.training import (data_parallel, diagnostics, lock, optim, tbptt,
-                                   workdir as run_dir)
+from rnn_research.training import (data_parallel, diagnostics, lock, optim, provenance,
+                                   tbptt, workdir as run_dir)
 from rnn_research.training.loop import CADENCE, Loop, Run
+from rnn_research.training.status import trained_under
 
 _POSITIVE = ("steps", "batch_size", "max_to_keep")
 
@@ -184,9 +185,11 @@ def train_seeds(configs: list[ml_collections.ConfigDict], workdirs: list[str],
             for k, (c, w, b) in enumerate(zip(configs, workdirs, built))]
     try:
       start = _resume(runs, states)
+      code, commit = provenance.code_fingerprint(), provenance.git_commit()
       for run in runs:
         run.status(state="running", step=start, message=None,
-                   main_metric=list(run.task.main_metric))  # for compare, which has no jax
+                   main_metric=list(run.task.main_metric),  # for compare, which has no jax
+                   **trained_under(run.workdir, code, commit))  # for the report
         if run.writer:
           run.writer.write_hparams(run_dir.flat(run.config.to_dict()), [run.task.main_metric[0]])
       loop = Loop(runs, graphdef, train_step_fn(graphdef, task, tx),
