@@ -1,17 +1,21 @@
-"""The Kalman filter against exact Gaussian conditioning, and the task's optimality ratio."""
+"""The Kalman filter and RTS smoother against exact Gaussian conditioning, the steady-state
+filter, the per-time split of the task's optimality ratio, and a particle filter against the
+exact filter."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rnn_research.tasks import kalman
+from rnn_research.tasks import kalman, losses
+from rnn_research.tasks.particle_filter import bootstrap_filter
 
 SMALL = dict(name="kalman", length=6, eval_size=40)
 
 
-def _joint_posterior_means(a, c, q, r, p1, obs):
-  """E[x_t | y_1..y_t] for one sequence obs [T, m] by conditioning the joint Gaussian of
-  (x_1..x_T, y_1..y_T), built from the model's covariances, independent of the filter."""
+def _joint_posterior_means(a, c, q, r, p1, obs, smooth=False):
+  """E[x_t | y_1..y_t] (with smooth: E[x_t | y_1..y_T]) for one sequence obs [T, m] by
+  conditioning the joint Gaussian of (x_1..x_T, y_1..y_T), built from the model's
+  covariances, independent of the filter."""
   n, m, length = len(a), len(c), len(obs)
   var = [p1]
   for _ in range(length - 1):
@@ -27,9 +31,9 @@ def _joint_posterior_means(a, c, q, r, p1, obs):
   cov_y = big_c @ cov_x @ big_c.T + np.kron(np.eye(length), r)
   out = np.empty((length, n))
   for t in range(length):
-    k = (t + 1) * m
+    k = length * m if smooth else (t + 1) * m
     gain = np.linalg.solve(cov_y[:k, :k], cov_xy[t * n:(t + 1) * n, :k].T).T
-    out[t] = gain @ obs[:t + 1].reshape(-1)
+    out[t] = gain @ obs.reshape(-1)[:k]
   return out
 
 
@@ -41,6 +45,15 @@ def test_filter_equals_gaussian_conditioning():
   for i in range(3):
     exact = _joint_posterior_means(task.a, task.c, task.q, task.r, task.p1, obs[i])
     np.testing.assert_allclose(filtered[i], exact, atol=1e-6)
+
+
+def test_rts_smoother_equals_gaussian_conditioning_on_every_observation():
+  task = kalman.Kalman(SMALL, 4, 0)
+  _, obs = task.simulate(np.random.default_rng(4), 3)
+  smoothed = kalman.rts_smoother(task.a, task.c, task.q, task.r, task.p1, obs)
+  for i in range(3):
+    exact = _joint_posterior_means(task.a, task.c, task.q, task.r, task.p1, obs[i], smooth=True)
+    np.testing.assert_allclose(smoothed[i], exact, atol=1e-6)
 
 
 def test_system_has_the_documented_structure():
@@ -72,3 +85,82 @@ def test_default_eval_set_is_512_stationary_sequences():
   y = task._eval["y"].astype(np.float64)
   np.testing.assert_allclose(y[:, 0].var(0), np.diag(task.p1), rtol=0.25)
   np.testing.assert_allclose(y[:, -1].var(0), np.diag(task.p1), rtol=0.25)
+
+
+def test_references_are_ordered_on_the_held_out_set():
+  """Smoother (sees the future) <= Kalman filter (optimal causal) <= fixed-gain filter."""
+  m = kalman.Kalman({}, 64, 0).evaluate(lambda b: np.zeros(b["x"].shape[:2] + (4,)))
+  assert m["rts_mse"] < m["kalman_mse"] < m["fixed_gain_mse"]
+  assert m["rts_over_kalman"] == pytest.approx(m["rts_mse"] / m["kalman_mse"], rel=1e-6)
+  assert m["fixed_gain_over_kalman"] == pytest.approx(m["fixed_gain_mse"] / m["kalman_mse"],
+                                                      rel=1e-6)
+  assert 1.0 < m["fixed_gain_over_kalman"] < 1.05 and m["rts_over_kalman"] < 0.9
+
+
+def test_fixed_gain_is_the_riccati_limit_and_equals_kalman_once_converged():
+  task = kalman.Kalman({"eval_size": 32}, 32, 0)
+  system = (task.a, task.c, task.q, task.r, task.p1)
+  gain = kalman.steady_state_gain(*system)
+  gains = kalman.riccati(*system, 200)[0]
+  np.testing.assert_allclose(gains[-1], gain, atol=1e-12)
+  obs = task._eval["x"]
+  exact, fixed = kalman.kalman_filter(*system, obs), kalman.fixed_gain_filter(*system, obs)
+  gap = np.abs(exact - fixed).max((0, 2))                  # per step
+  assert gap[0] > 1e-2                                     # the start-up differs ...
+  assert gap[60:].max() < 1e-6 and gap[-1] < 1e-10         # ... then step by step the same
+
+
+def test_time_split_weights_average_back_to_the_whole():
+  task = kalman.Kalman({"eval_size": 64, "startup_steps": 7}, 64, 0)
+  rng = np.random.default_rng(0)
+  ys = task._kalman + rng.standard_normal(task._kalman.shape).astype(np.float32)
+  data = dict(task._eval, weight=(rng.uniform(size=(64, 100)) < 0.8).astype(np.float32))
+  start, steady = kalman.split_weights(data["weight"], 7)
+  np.testing.assert_array_equal(start + steady, data["weight"])
+  assert not start[:, 7:].any() and not steady[:, :7].any()
+  mse = lambda est, w: float(losses.weighted_mse(est, data["y"], w))  # noqa: E731
+  whole = (start.sum() * mse(ys, start) + steady.sum() * mse(ys, steady)) / data["weight"].sum()
+  assert whole == pytest.approx(mse(ys, data["weight"]), rel=1e-5)
+  # The ratio is the Kalman-error-weighted mean of the two parts' ratios.
+  m = task.metrics(ys, data)
+  k_start, k_steady = start.sum() * mse(task._kalman, start), steady.sum() * mse(task._kalman,
+                                                                             steady)
+  mixed = ((k_start * m["mse_over_kalman_start"] + k_steady * m["mse_over_kalman_steady"])
+           / (k_start + k_steady))
+  assert mixed == pytest.approx(m["mse_over_kalman"], rel=1e-5)
+  assert m["mse_over_kalman_start"] != pytest.approx(m["mse_over_kalman_steady"], rel=1e-3)
+
+
+def test_a_part_without_steps_is_left_out():
+  m = kalman.Kalman(dict(SMALL, startup_steps=10), 8, 0).evaluate(lambda b: np.zeros(
+      b["x"].shape[:2] + (4,)))
+  assert "mse_over_kalman_start" in m and "mse_over_kalman_steady" not in m
+  m = kalman.Kalman(dict(SMALL, startup_steps=0), 8, 0).evaluate(lambda b: np.zeros(
+      b["x"].shape[:2] + (4,)))
+  assert m["mse_over_kalman_steady"] == pytest.approx(m["mse_over_kalman"], rel=1e-6)
+  assert "mse_over_kalman_start" not in m
+
+
+def _kalman_particle_filter(task, obs, num_particles, seed):
+  """The generic bootstrap filter on the task's linear-Gaussian model (particles [n, B, N])."""
+  chol = np.linalg.cholesky(task.p1)
+  init = lambda rng, b, n: np.einsum(  # noqa: E731
+      "ij,jbn->ibn", chol, rng.standard_normal((len(chol), b, n)))
+  step = lambda rng, x: (np.einsum("ij,jbn->ibn", task.a, x)  # noqa: E731
+                         + np.sqrt(task.cfg.q) * rng.standard_normal(x.shape))
+  measure = lambda x: (np.einsum("ij,jbn->ibn", task.c, x), x)  # noqa: E731
+  return bootstrap_filter(obs, init, step, measure, np.sqrt(task.cfg.r), num_particles,
+                          np.random.default_rng(seed))
+
+
+def test_particle_filter_agrees_with_the_exact_kalman_filter():
+  task = kalman.Kalman(dict(length=30, eval_size=64), 64, 0)
+  obs, states = task._eval["x"], task._eval["y"].astype(np.float64)
+  exact = kalman.kalman_filter(task.a, task.c, task.q, task.r, task.p1, obs)
+  pf = _kalman_particle_filter(task, obs, 2000, 0)
+  kf_mse, pf_mse = ((exact - states) ** 2).mean(), ((pf - states) ** 2).mean()
+  assert pf_mse == pytest.approx(kf_mse, rel=0.02)
+  assert ((pf - exact) ** 2).mean() < 0.01 * kf_mse        # the estimates themselves agree
+  few = _kalman_particle_filter(task, obs, 20, 0)           # ... and the agreement is earned
+  assert ((few - exact) ** 2).mean() > 5 * ((pf - exact) ** 2).mean()
+  np.testing.assert_array_equal(pf, _kalman_particle_filter(task, obs, 2000, 0))

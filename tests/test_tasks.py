@@ -16,8 +16,9 @@ B = 8
 NAMES = TASKS.names()
 # The metrics each task documents (beside `loss`).
 METRICS = {
-    "kalman": {"mse", "kalman_mse", "mse_over_kalman"},
-    "pendulum": {"mse", "ekf_mse", "mse_over_ekf"},
+    "kalman": {"mse", "kalman_mse", "mse_over_kalman", "fixed_gain_mse", "fixed_gain_over_kalman",
+               "rts_mse", "rts_over_kalman", "mse_over_kalman_start", "mse_over_kalman_steady"},
+    "pendulum": {"mse", "ekf_mse", "mse_over_ekf", "pf_mse", "mse_over_pf", "ekf_over_pf"},
     "temperature": {"mse", "persistence_mse", "mse_over_persistence"},
     "charlm": {"xent", "accuracy", "bpc", "unigram_bpc", "bpc_over_unigram"},
     "copy": {"xent", "accuracy", "chance_xent", "chance_accuracy"},

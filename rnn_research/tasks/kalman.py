@@ -21,8 +21,13 @@ posterior mean x_hat_{t|t} = E[x_t | y_1..y_t], computed exactly by the Kalman f
 (`kalman_filter`, float64; its covariance recursion and gains are the same for every sequence).
 
 Metrics: `mse` (mean over valid positions and state coordinates), `kalman_mse` (the filter's
-mse on the same held-out sequences) and `mse_over_kalman` (1.0 is optimal; a fixed-gain,
-steady-state filter, which a linear RNN can represent, is about 1.01).
+mse on the same held-out sequences) and `mse_over_kalman` (1.0 is optimal). References, on the
+same sequences: `fixed_gain_mse` and `fixed_gain_over_kalman`, the steady-state filter (every
+step uses the limit K_inf of the gains, which a linear RNN can represent; 1.011 by default),
+and `rts_mse` and `rts_over_kalman`, the Rauch-Tung-Striebel smoother E[x_t | y_1..y_T], which
+sees the future: a lower bound no filter reaches (0.618 by default). `mse_over_kalman_start`
+and `mse_over_kalman_steady` are the ratio over the steps t < `startup_steps` (where the
+gain still changes) and over the rest.
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_research.tasks import batching
+from rnn_research.tasks import batching, losses
 from rnn_research.tasks.base import TASKS, Batch, Key, RegressionTask
 
 
@@ -54,25 +59,49 @@ def stationary_covariance(a: np.ndarray, q: np.ndarray) -> np.ndarray:
   return (p + p.T) / 2
 
 
-def kalman_gains(a: np.ndarray, c: np.ndarray, q: np.ndarray, r: np.ndarray, p1: np.ndarray,
-                 length: int) -> np.ndarray:
-  """Gains K_t [T, n, m] of the filter started from the prior N(0, p1) on x_1."""
-  n = len(a)
-  gains, p = [], p1
+def measurement_update(c: np.ndarray, r: np.ndarray,
+                       p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Gain K = P C^T S^{-1}, S = C P C^T + R [n, m], and posterior (I - K C) P [n, n] of a
+  prior covariance p [n, n]."""
+  k = np.linalg.solve(c @ p @ c.T + r, c @ p).T          # S, P symmetric
+  post = (np.eye(len(p)) - k @ c) @ p
+  return k, (post + post.T) / 2
+
+
+def riccati(a: np.ndarray, c: np.ndarray, q: np.ndarray, r: np.ndarray, p1: np.ndarray,
+            length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The filter's covariance recursion from the prior N(0, p1) on x_1 (the same for every
+  sequence): gains K_t [T, n, m], posteriors P_{t|t} [T, n, n] and priors P_{t|t-1}
+  [T, n, n], with P_{t+1|t} = A P_{t|t} A^T + Q."""
+  gains, posts, priors, p = [], [], [], p1
   for _ in range(length):
-    s = c @ p @ c.T + r
-    k = np.linalg.solve(s, c @ p).T                       # P C^T S^{-1} (S, P symmetric)
+    k, post = measurement_update(c, r, p)
     gains.append(k)
-    p_post = (np.eye(n) - k @ c) @ p
-    p = a @ ((p_post + p_post.T) / 2) @ a.T + q
-  return np.stack(gains)
+    posts.append(post)
+    priors.append(p)
+    p = a @ post @ a.T + q
+  return np.stack(gains), np.stack(posts), np.stack(priors)
 
 
-def kalman_filter(a: np.ndarray, c: np.ndarray, q: np.ndarray, r: np.ndarray, p1: np.ndarray,
-                  obs: np.ndarray) -> np.ndarray:
-  """Posterior means x_hat_{t|t} [B, T, n] (float64) of observations obs [B, T, m]."""
+def steady_state_gain(a: np.ndarray, c: np.ndarray, q: np.ndarray, r: np.ndarray,
+                      p1: np.ndarray, tol: float = 1e-13, max_steps: int = 100_000) -> np.ndarray:
+  """The fixed point K_inf [n, m] of the gain, at the P solving the discrete algebraic Riccati
+  equation P = A (P - P C^T (C P C^T + R)^{-1} C P) A^T + Q, reached by iterating the
+  recursion from p1 until P changes by at most tol (relative, max norm)."""
+  p = p1
+  for _ in range(max_steps):
+    _, post = measurement_update(c, r, p)
+    p, previous = a @ post @ a.T + q, p
+    if np.abs(p - previous).max() <= tol * np.abs(previous).max():
+      return measurement_update(c, r, p)[0]
+  raise ValueError(f"the Riccati recursion did not converge in {max_steps} steps")
+
+
+def filter_with_gains(a: np.ndarray, c: np.ndarray, gains: np.ndarray,
+                      obs: np.ndarray) -> np.ndarray:
+  """Means [B, T, n] (float64) of the filter with gains [T, n, m] started from the prior mean
+  0: x_hat_t = x_pred_t + K_t (y_t - C x_pred_t), x_pred_{t+1} = A x_hat_t."""
   obs = np.asarray(obs, np.float64)
-  gains = kalman_gains(a, c, q, r, p1, obs.shape[1])
   mean = np.zeros((obs.shape[0], len(a)))                # prior mean of x_1
   out = np.empty(obs.shape[:2] + (len(a),))
   for t in range(obs.shape[1]):
@@ -81,6 +110,40 @@ def kalman_filter(a: np.ndarray, c: np.ndarray, q: np.ndarray, r: np.ndarray, p1
     mean = mean + (obs[:, t] - mean @ c.T) @ gains[t].T
     out[:, t] = mean
   return out
+
+
+def kalman_filter(a: np.ndarray, c: np.ndarray, q: np.ndarray, r: np.ndarray, p1: np.ndarray,
+                  obs: np.ndarray) -> np.ndarray:
+  """Posterior means x_hat_{t|t} [B, T, n] (float64) of observations obs [B, T, m]."""
+  return filter_with_gains(a, c, riccati(a, c, q, r, p1, obs.shape[1])[0], obs)
+
+
+def fixed_gain_filter(a: np.ndarray, c: np.ndarray, q: np.ndarray, r: np.ndarray,
+                      p1: np.ndarray, obs: np.ndarray) -> np.ndarray:
+  """The steady-state filter's means [B, T, n] (float64): every step uses K_inf."""
+  gain = steady_state_gain(a, c, q, r, p1)
+  return filter_with_gains(a, c, np.broadcast_to(gain, (obs.shape[1],) + gain.shape), obs)
+
+
+def rts_smoother(a: np.ndarray, c: np.ndarray, q: np.ndarray, r: np.ndarray, p1: np.ndarray,
+                 obs: np.ndarray) -> np.ndarray:
+  """Rauch-Tung-Striebel smoothed means E[x_t | y_1..y_T] [B, T, n] (float64), backwards
+  from x_s_T = x_hat_{T|T}: x_s_t = x_hat_{t|t} + J_t (x_s_{t+1} - A x_hat_{t|t}),
+  J_t = P_{t|t} A^T P_{t+1|t}^{-1}."""
+  gains, posts, priors = riccati(a, c, q, r, p1, obs.shape[1])
+  filtered = filter_with_gains(a, c, gains, obs)
+  out = filtered.copy()
+  for t in range(obs.shape[1] - 2, -1, -1):
+    j = np.linalg.solve(priors[t + 1], a @ posts[t]).T    # P_{t|t} A^T P_{t+1|t}^{-1}
+    out[:, t] += (out[:, t + 1] - filtered[:, t] @ a.T) @ j.T
+  return out
+
+
+def split_weights(weight: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+  """weight [B, T] split by time into (t < steps, t >= steps); the two sum to weight."""
+  start = np.array(weight, np.float32)
+  start[:, steps:] = 0.0
+  return start, np.asarray(weight, np.float32) - start
 
 
 @TASKS.register("kalman")
@@ -100,6 +163,10 @@ class Kalman(RegressionTask):
       "r": Key(0.5, "Observation noise variance: R = r I.", low=0.0, low_open=True),
       "system_seed": Key(0, "Seed of the fixed system (rotation angles of A, the matrix C).",
                          low=0),
+      # With the default system the gain changes by < 0.2% after 10 steps (1e-5 after 20).
+      "startup_steps": Key(10, "Steps t < startup_steps are the start-up, where the Kalman gain "
+                               "still changes: `mse_over_kalman_start` scores them, "
+                               "`mse_over_kalman_steady` the rest.", low=0),
   }
 
   def setup(self) -> None:
@@ -114,6 +181,9 @@ class Kalman(RegressionTask):
     self.in_features, self.out_features = m, n
     self._set_generated_eval()
     self._kalman = self.filter(self._eval["x"])
+    system, obs = (self.a, self.c, self.q, self.r, self.p1), self._eval["x"]
+    self._references = {"fixed_gain": fixed_gain_filter(*system, obs).astype(np.float32),
+                        "rts": rts_smoother(*system, obs).astype(np.float32)}
 
   def simulate(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """n sequences of states [n, T, state_dim] and observations [n, T, obs_dim] (float64)."""
@@ -135,4 +205,16 @@ class Kalman(RegressionTask):
     return kalman_filter(self.a, self.c, self.q, self.r, self.p1, obs).astype(np.float32)
 
   def metrics(self, ys: np.ndarray, data: Batch) -> dict[str, Any]:
-    return self.compare(super().metrics(ys, data), "kalman", self._kalman, data)
+    """The model's mse against the Kalman filter's, the references' (`<ref>_mse`,
+    `<ref>_over_kalman`) and the ratio over the start-up and the rest, each part left out
+    where it has no weight (e.g. length <= startup_steps)."""
+    m = self.compare(super().metrics(ys, data), "kalman", self._kalman, data)
+    for name, est in self._references.items():
+      m[f"{name}_mse"] = losses.weighted_mse(est, data["y"], data["weight"])
+      m[f"{name}_over_kalman"] = m[f"{name}_mse"] / m["kalman_mse"]
+    parts = split_weights(data["weight"], self.cfg.startup_steps)
+    for part, weight in zip(("start", "steady"), parts):
+      if weight.sum() > 0:
+        m[f"mse_over_kalman_{part}"] = (losses.weighted_mse(ys, data["y"], weight)
+                                        / losses.weighted_mse(self._kalman, data["y"], weight))
+    return m
