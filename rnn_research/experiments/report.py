@@ -31,51 +31,12 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from rnn_research.experiments import sweep_changes
+from rnn_research.experiments.report_sections import SECTIONS, Section
 from rnn_research.experiments.sweep_runner import OUTCOMES, Interrupted, run_sweep
 from rnn_research.training import atomic, provenance
 from rnn_research.training.status import read_status, status_path
 
 
-@dataclass(frozen=True)
-class Section:
-  """One table of the report: a metric of one sweep, run in `<workdir>/<sweep or key>/`."""
-  key: str
-  config: str  # sweep file[:arg]
-  metric: str
-  group_by: tuple[str, ...] = ()
-  threshold: float | None = None
-  mode: str = "auto"  # compare's min|max|auto: which end of the metric is "best"
-  sweep: str | None = None  # another section's directory, to table a second metric of it
-  ylim: tuple[float, float] | None = None  # the figure's y range
-
-  @property
-  def directory(self) -> str:
-    return self.sweep or self.key
-
-
-SECTIONS = (
-    Section("activations", "configs/ablations/activations.py", "eval/mse_over_chance",
-            ylim=(0.0, 2.0)),
-    Section("activations_grad_peak", "configs/ablations/activations.py", "grad/global_norm",
-            mode="max", sweep="activations"),
-    Section("clipping", "configs/ablations/clipping.py", "eval/mse_over_chance",
-            ylim=(0.0, 1.5)),
-    Section("norm_placement", "configs/ablations/norm_placement.py", "eval/mse_over_chance",
-            ylim=(0.0, 2.0)),
-    Section("norm_placement_tanh", "configs/ablations/norm_placement.py:tanh",
-            "eval/mse_over_chance", ylim=(0.0, 2.0)),
-    Section("norm_placement_kalman", "configs/ablations/norm_placement.py:kalman",
-            "eval/mse_over_kalman", ylim=(0.95, 1.5)),
-    Section("skips", "configs/ablations/skips.py", "eval/mse_over_chance", ylim=(0.0, 1.5)),
-    Section("skips_grad_flow", "configs/ablations/skips.py",
-            "grad_flow/ratio_first_last/layer_0", mode="max", sweep="skips"),
-    Section("lstm_variants", "configs/ablations/lstm_variants.py", "eval/mse_over_chance",
-            threshold=0.05),
-    Section("transition_pendulum", "configs/ablations/transition.py:pendulum",
-            "eval/mse_over_ekf"),
-    Section("transition_kalman", "configs/ablations/transition.py:kalman",
-            "eval/mse_over_kalman"),
-)
 TIMES = "report_times.json"  # wall seconds each sweep spent training, summed over reruns
 
 
