@@ -73,7 +73,7 @@ def parse_sizes(text: str, workload: str) -> list[Size]:
     return sizes + [sizes[0] + (2,)] if workload == "train" else sizes
   sizes = [tuple(int(v) for v in part.split(",")) for part in text.split(";") if part.strip()]
   if not sizes or any(len(s) not in (4, 5) for s in sizes):
-    raise ValueError(f"--sizes wants small, default or B,T,F,H[,L];..., got {text!r}")
+    raise ValueError(f"--sizes wants {', '.join(SIZES)} or B,T,F,H[,L];..., got {text!r}")
   return sizes
 
 
@@ -105,7 +105,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   bad = [c for c in args.cells if c not in benchmark_layer.GATES] + [
       i for i in args.impls if i not in valid]
   if bad:
-    p.error(f"unknown cell(s)/impl(s) for --workload={args.workload}: {bad}")
+    p.error(f"unknown cell(s)/impl(s) for --workload={args.workload}: {bad}; valid cells: "
+            f"{', '.join(benchmark_layer.GATES)}; impls: {', '.join(valid)}")
   try:
     args.sizes = parse_sizes(args.sizes, args.workload)
   except ValueError as err:

@@ -5,8 +5,8 @@ readout against y [B, T, 1]), gradients of the parameters only (the input needs 
 adam(lr=1e-3) without clipping, jitted as one step:
 
 - ours: `rnn_research.training.train.train_step_fn`, the trainer's own step (with its
-  dropout key, mask, and gradient-norm metrics), jitted as the trainer's loop jits it; only
-  the state is built here as `init_state` builds it (that one also builds a task);
+  dropout key, mask, and gradient-norm metrics), jitted as the trainer's loop jits it, on the
+  trainer's own `fresh_state` of the model;
 - flax: nnx.RNN(OptimizedLSTMCell / GRUCell / SimpleCell) per layer + nnx.Linear(H, 1),
   nnx.Optimizer(optax.adam), one `nnx.jit` step of nnx.value_and_grad and optimizer.update,
   called through nnx.cached_partial as Flax's performance guide advises;
@@ -34,7 +34,7 @@ from benchmark_harness import (FLAX_CELLS, TORCH_CELLS, Bench, Size, finite, fir
 from rnn_research.core.models import build
 from rnn_research.tasks.batching import make_batch
 from rnn_research.tasks.losses import weighted_mse
-from rnn_research.training.train import train_step_fn
+from rnn_research.training.train import fresh_state, train_step_fn
 
 LEARNING_RATE = 1e-3
 COLUMNS = ["cell", "size", "impl", "step ms", "tok/s", "vs flax", "vs torch", "compile s",
@@ -64,11 +64,8 @@ def ours(cell: str, size: Size, data: dict[str, np.ndarray], label: str,
   config = {"cell": cell, "hidden_size": h, "num_layers": layers_of(size), "dtype": dtype,
             **overrides}
   model = build(config, in_features=f, out_features=1, rngs=nnx.Rngs(0))
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  params = params.to_pure_dict()
   tx = optax.adam(LEARNING_RATE)
-  state = {"params": params, "rest": rest.to_pure_dict(), "opt_state": tx.init(params),
-           "step": 0}
+  graphdef, state = fresh_state(model, tx)
   step = jax.jit(train_step_fn(graphdef, REGRESSION, tx))
   batch, seed = jax.device_put(data), np.uint32(0)
   held = [state]

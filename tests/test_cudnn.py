@@ -161,3 +161,20 @@ def test_refusal_accepts_the_plain_lstm_on_gpu(overrides):
   spec = ModelSpec.from_config(dict(cell="lstm", **overrides))
   assert cudnn.refusal(spec, "gpu") is None and cudnn.refusal(spec, "cuda") is None
   assert "GPU" in cudnn.refusal(spec, "cpu")
+
+
+@pytest.mark.skipif(jax.default_backend() in ("gpu", "cuda"), reason="the CPU's refusal")
+def test_off_a_gpu_the_model_builds_and_streams_but_a_call_is_refused():
+  """The design is checked at build (a sweep's check and loading a run to sample from it build
+  the model on a CPU); the backend where the kernel runs: the full call raises with the reason,
+  while `model.step`, which never uses the kernel, streams."""
+  model = models.build(dict(cell="lstm", num_layers=2, hidden_size=H, engine="cudnn"), F, None,
+                       nnx.Rngs(0))
+  xs, _, _ = inputs(False)
+  with pytest.raises(ValueError, match="cuDNN runs on NVIDIA GPUs only.*engine='auto'"):
+    model(xs)
+  state, y = model.step(model.initial_state(B), xs[:, 0])
+  assert y.shape == (B, H)
+  with pytest.raises(ValueError, match="proj_size"):  # a design the kernel cannot run: at build
+    models.build(dict(cell="lstm", hidden_size=4, proj_size=2, engine="cudnn"), F, None,
+                 nnx.Rngs(0))

@@ -433,7 +433,8 @@ def test_code_fingerprint_follows_core_tasks_and_training_only(tmp_path):
   (package / "tasks" / "new_task.py").write_text("X = 1\n")  # a new file counts too
   assert FINGERPRINT(package) != base
   (package / "tasks" / "new_task.py").unlink()
-  for rel in ("experiments/report.py", "report.py", "training/notes.md"):  # not what a run is
+  for rel in ("experiments/report.py", "report.py", "training/notes.md",  # not what a run is,
+              "training/rollout.py", "training/sampling.py"):              # nor read-side tools
     (package / rel).write_text("changed\n")
   assert FINGERPRINT(package) == base
 

@@ -54,8 +54,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """`arg`: comma-separated options: small (default size) or full; tanh (σ, default relu);
   kalman (the linear-Gaussian filtering problem, tanh, clipping on: a problem the stack learns)."""
   opts = _options(arg)
-  if opts - {"small", "full", "tanh", "kalman"}:
-    raise ValueError(f"norm_placement.py: unknown arg {arg!r}; valid: small, full, tanh, kalman")
   full = "full" in opts
   if "kalman" in opts:
     config = default.for_task("kalman", cell="rnn", hidden_size=128 if full else 32,
@@ -102,5 +100,5 @@ def get_baseline() -> dict:
 
 def get_metric(arg: str | None = None) -> tuple[str, str]:
   """The metric of the config's task (`arg` as in get_config)."""
-  kalman = "kalman" in (arg.split(",") if arg else [])
+  kalman = "kalman" in _options(arg)
   return ("eval/mse_over_kalman" if kalman else "eval/mse_over_chance", "min")

@@ -76,8 +76,12 @@ def run_stack(weights: list[dict[str, Any]], xs: jax.Array, mask: jax.Array | No
   `weights`: `[cell.weights() for cell in model.layers]`. `kernel`: `rnn.lstm`, or a stand-in
   with its signature (`lstm_reference`). `resets` cannot run: cuDNN runs each row straight
   through, so a call with resets raises ValueError. A row of length 0 keeps its initial carry
-  (the kernel runs it for one step, whose results are dropped).
+  (the kernel runs it for one step, whose results are dropped). The backend is checked here,
+  when the kernel is about to run: building such a model on a CPU (a sweep's check, loading a
+  run to sample from it) is fine, and `model.step` never uses the kernel.
   """
+  if kernel is rnn.lstm and (reason := _backend_refusal(jax.default_backend())):
+    raise ValueError(reason)
   if resets is not None:
     raise ValueError("engine='cudnn' cannot restart a carry inside a sequence (resets): cuDNN "
                      "runs each row straight through; put episodes in separate rows, set "
@@ -112,16 +116,22 @@ def lstm_reference(x: jax.Array, h_0: jax.Array, c_0: jax.Array, weights: jax.Ar
                       num_layers, dropout, bidirectional)
 
 
-def refusal(spec: ModelSpec, backend: str) -> str | None:
-  """Why engine='cudnn' cannot run `spec` on `backend` (one sentence naming the key and what
-  would be valid), or None. The kernel is the plain tanh LSTM stack (any num_layers, h_0 and
+def _backend_refusal(backend: str) -> str | None:
+  if backend in _BACKENDS:
+    return None
+  return (f"engine='cudnn': cuDNN runs on NVIDIA GPUs only, and the backend is {backend!r}; "
+          "on CPU use engine='auto'")
+
+
+def refusal(spec: ModelSpec, backend: str | None) -> str | None:
+  """Why engine='cudnn' cannot run `spec` on `backend` (None: the design only; one sentence
+  naming the key and what would be valid), or None. The kernel is the plain tanh LSTM stack (any num_layers, h_0 and
   c_0 given, so learned_initial_state is fine) on an NVIDIA GPU. `transition` and
   `lecture_peephole` need cell='rnn' and lstm_variant='lecture', refused through those keys.
   `resets` is data: the refusal cannot see it, and `run_stack` raises on a call with resets.
   """
-  if backend not in _BACKENDS:
-    return (f"engine='cudnn': cuDNN runs on NVIDIA GPUs only, and the backend is {backend!r}; "
-            "on CPU use engine='auto'")
+  if backend is not None and (reason := _backend_refusal(backend)):
+    return reason
   rules = (
       ("cell", spec.cell != "lstm", "cuDNN's kernel is the LSTM", "'lstm'"),
       ("lstm_variant", spec.lstm_variant != "standard",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-import jax
 import ml_collections
 
 from rnn_research.core import choices, config_section, cudnn
@@ -121,7 +120,8 @@ class ModelSpec:
   # a bigger body. Measured on XLA:CPU: > 1 was slower (docs/speed.md); for GPU experiments.
   unroll: int = 1
   # Compute dtype of the two projections x W_x and h W_h (operands cast to it, float32
-  # accumulation); pointwise math, carries, extra matrices and the readout stay float32.
+  # accumulation); pointwise math and carries stay float32, extra matrices and the readout
+  # compute in the parameters' dtype (param_dtype, float32 by default).
   # bfloat16 is the GPU/TPU mixed-precision recipe; on XLA:CPU it measured no faster.
   dtype: choices.Dtype = "float32"
   # The dtype every parameter is stored in (and the optimiser updates).
@@ -230,8 +230,8 @@ def _check_rules(spec: ModelSpec) -> None:
                      f"got {spec.num_layers}")
   if spec.norm == "vertical" and len(spec.normed_layers) != spec.num_layers:
     raise ValueError("norm='vertical' normalises across all layers; use norm_layers='all'")
-  if spec.engine == "cudnn" and (reason := cudnn.refusal(spec, jax.default_backend())):
-    raise ValueError(reason)
+  if spec.engine == "cudnn" and (reason := cudnn.refusal(spec, backend=None)):
+    raise ValueError(reason)  # the design; the backend is checked where the kernel runs
   if not recurrent:
     _check_linear_recurrence(spec)
   elif spec.norm == "batch_per_step" and spec.engine.startswith("vjp"):

@@ -60,6 +60,13 @@ class _Plan:
   cols: slice | None
   analytic: bool
 
+  @property
+  def whole_de(self) -> bool:
+    """Whether the reverse step returns de as the whole d(h W_h) (None: it equals dz): the
+    cell's own backward does, and so does the generic one when the cell reads all of zh_t
+    (layer_per_step), where d(h W_h) = dz + de is one GEMM instead of two."""
+    return self.analytic or self.cols == slice(None)
+
 
 def _sum_outer(a: jax.Array, b: jax.Array) -> jax.Array:
   """sum_t a_t^T b_t for a [T, B, M], b [T, B, N] -> [M, N], as one 2-D GEMM (on XLA:CPU
@@ -172,8 +179,8 @@ def _chunk_back(plan: _Plan, p, rmask, dtype, state, inputs):
       unroll=plan.how.unroll)
   xs_c, saved_c = inputs[3], inputs[4]
   h_in = recurrent_input(saved_c[0], rmask)
-  dw_h = _sum_outer(h_in, de if plan.analytic and de is not None else dz)
-  if plan.cols is not None and not plan.analytic:
+  dw_h = _sum_outer(h_in, de if plan.whole_de and de is not None else dz)
+  if plan.cols is not None and not plan.whole_de:
     dw_h = dw_h.at[:, plan.cols].add(_sum_outer(h_in, de))
   acc = jax.tree.map(jnp.add, acc, {"w_x": _sum_outer(xs_c, dz), "b": dz.sum(axis=(0, 1)),
                                      "w_h": dw_h})
@@ -190,9 +197,13 @@ def _step_back(plan: _Plan, p, rmask, state, inputs):
     dh_in = matmul(dz if de is None else de, w_h.T)
   else:
     dpw_t, dz, de, dcarry_prev = _autodiff_pullback(plan, p, rmask, sv, dcarry, dy, m, x)
-    dh_in = matmul(dz, w_h.T)
-    if plan.cols is not None:
-      dh_in = dh_in + matmul(de, w_h[:, plan.cols].T)
+    if plan.whole_de:  # zh_t read whole: d(h W_h) = dz + de
+      de = dz + de
+      dh_in = matmul(de, w_h.T)
+    else:
+      dh_in = matmul(dz, w_h.T)
+      if plan.cols is not None:
+        dh_in = dh_in + matmul(de, w_h[:, plan.cols].T)
   dcarry_prev = dcarry_prev._replace(
       h=dcarry_prev.h + (dh_in if rmask is None else dh_in * rmask))
   if r is not None:  # a reset step: d(carry) flows into d(init), not to the step before

@@ -129,7 +129,9 @@ def _unknown_key(key: str, valid: set[str]) -> str:
 
 def group_runs(runs: list[Run], group_by: list[str] | None,
                sweep: dict[str, Any] | None) -> dict[str, list[Run]]:
-  """Groups runs by the `group_by` config keys, else by their non-seed overrides."""
+  """Groups runs by the `group_by` config keys, else by the sweep file's get_group_by() (in
+  sweep.json), else by their non-seed overrides."""
+  group_by = group_by or (sweep or {}).get("group_by")
   flats = {r.name: run_dir.flat(r.config) for r in runs}
   overrides = {m["name"]: m.get("overrides", {}) for m in (sweep or {}).get("members", [])}
   if group_by:
@@ -244,7 +246,7 @@ def report(directory: str, metric: str | None = None, group_by: list[str] | None
   runs = load_runs(directory)
   sweep = _read_json(os.path.join(directory, "sweep.json")) or {}
   metric, mode = _resolve(runs, sweep, metric, mode)
-  groups = group_runs(runs, group_by or sweep.get("group_by"), sweep)  # get_group_by()
+  groups = group_runs(runs, group_by, sweep)
   rows = summarize(groups, metric, mode, threshold)
   base, note = baselines.resolve(groups, sweep, baseline)
   if base is not None and len(rows) > 1:

@@ -41,11 +41,12 @@ from rnn_research.tasks.particle_filter import bootstrap_filter
 _PF_STREAM = 0x9F17  # the particle filter's random stream, apart from the held-out data's
 
 
-def predict_mean(theta: np.ndarray, omega: np.ndarray, dt: float, w0: float,
-                 damping: float) -> tuple[np.ndarray, np.ndarray]:
-  """The EKF's prediction of the mean, the noise-free step: omega' = (1 - dt g) omega -
-  dt w0^2 sin theta, theta' = theta + dt omega' (any equal shapes)."""
-  omega = (1.0 - dt * damping) * omega - dt * w0**2 * np.sin(theta)
+def predict_mean(theta: np.ndarray, omega: np.ndarray, dt: float, w0: float, damping: float,
+                 kick: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+  """One step of the model: omega' = (1 - dt g) omega - dt w0^2 sin theta + kick, theta' =
+  theta + dt omega' (any equal shapes). kick = s sqrt(dt) xi is the simulator's (and the
+  particle filter's) noise; without it, the noise-free step, the EKF's prediction of the mean."""
+  omega = (1.0 - dt * damping) * omega - dt * w0**2 * np.sin(theta) + kick
   return theta + dt * omega, omega
 
 
@@ -94,9 +95,8 @@ def particle_filter(obs: np.ndarray, dt: float, w0: float, damping: float, noise
                      omega_init_std * rng.standard_normal((b, n))])
 
   def transition(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
-    theta, omega = predict_mean(x[0], x[1], dt, w0, damping)
-    kick = noise * np.sqrt(dt) * rng.standard_normal(theta.shape)  # enters omega, then theta
-    return np.stack([theta + dt * kick, omega + kick])
+    kick = noise * np.sqrt(dt) * rng.standard_normal(x[0].shape)
+    return np.stack(predict_mean(x[0], x[1], dt, w0, damping, kick))
 
   def measure(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     f = np.stack([np.sin(x[0]), np.cos(x[0]), x[1]])
@@ -141,11 +141,9 @@ class Pendulum(RegressionTask):
     omega = np.empty((n, c.length))
     theta[:, 0] = rng.uniform(-np.pi, np.pi, n)
     omega[:, 0] = rng.standard_normal(n) * c.omega_init_std
-    decay = 1.0 - c.dt * c.damping
     for t in range(1, c.length):
-      omega[:, t] = (decay * omega[:, t - 1]
-                     - c.dt * c.natural_frequency**2 * np.sin(theta[:, t - 1]) + xi[:, t])
-      theta[:, t] = theta[:, t - 1] + c.dt * omega[:, t]
+      theta[:, t], omega[:, t] = predict_mean(theta[:, t - 1], omega[:, t - 1], c.dt,
+                                              c.natural_frequency, c.damping, xi[:, t])
     circle = np.stack([np.sin(theta), np.cos(theta)], -1)
     obs = circle + c.obs_noise * rng.standard_normal(circle.shape)
     return batching.make_batch(obs, np.concatenate([circle, omega[..., None]], -1))

@@ -119,13 +119,20 @@ def init_state(config: ml_collections.ConfigDict
   task = TASKS.get(config.task.name)(config.task, cfg.batch_size, cfg.seed)
   model = build(config.model, task.in_features, task.out_features, nnx.Rngs(cfg.seed))
   tbptt.check(config, task, model)
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  params = params.to_pure_dict()
-  state = {"params": params, "rest": rest.to_pure_dict(), "opt_state": tx.init(params),
-           "step": 0}
+  graphdef, state = fresh_state(model, tx)
   if cfg.get("tbptt_window", 0):  # the carried state; `fresh` replaces it at step 0
     state["carry"] = model.initial_state(cfg.batch_size)
   return task, graphdef, state, tx
+
+
+def fresh_state(model: nnx.Module, tx: optax.GradientTransformation
+                ) -> tuple[Any, dict[str, Any]]:
+  """(graphdef, the train state at step 0): parameters, the rest of the model's state (norm
+  statistics) and the optimiser's state, as pure dicts."""
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  params = params.to_pure_dict()
+  return graphdef, {"params": params, "rest": rest.to_pure_dict(),
+                    "opt_state": tx.init(params), "step": 0}
 
 
 def _check_seed_group(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -> None:
