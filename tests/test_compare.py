@@ -538,9 +538,10 @@ def test_get_group_by_forms_the_groups(tmp_path):
   manifest = json.loads((tmp_path / "sweep.json").read_text())
   assert manifest["group_by"] == ["model.cell"]
   runs = [compare.Run(n, "", swp.config(i).to_dict(), {}, {}) for i, n in enumerate(swp.names)]
-  groups = compare.group_runs(runs, manifest["group_by"], manifest)
+  groups = compare.group_runs(runs, None, manifest)  # sweep.json's group_by
   assert sorted(len(g) for g in groups.values()) == [3, 3]
-  assert len(compare.group_runs(runs, None, manifest)) == 6  # by overrides: one run each
+  assert len(compare.group_runs(runs, None, {**manifest, "group_by": None})) == 6  # overrides
+  assert len(compare.group_runs(runs, ["train.learning_rate"], manifest)) == 3  # the flag wins
   path.write_text(path.read_text().replace('["model.cell"]', '"model.cell"'))
   with pytest.raises(sweep_spec.SweepError, match="get_group_by.. returned 'model.cell'"):
     sweep_spec.load(str(path))

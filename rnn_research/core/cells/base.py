@@ -198,6 +198,5 @@ class Cell(nnx.Module):
 
   def pointwise(self, pw: dict[str, jax.Array], z: jax.Array, zh: jax.Array | None,
                 carry: Carry) -> tuple[Carry, jax.Array]:
-    """z [B, G*H], zh[..., pointwise_columns] (or None) and the previous carry -> (carry,
-    y [B, H])."""
+    """z [B, G*H], zh[..., pointwise_columns] or None, the last carry -> (carry, y [B, H])."""
     raise NotImplementedError
