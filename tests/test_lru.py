@@ -22,7 +22,7 @@ from rnn_research.core.spec import resolve
 from rnn_research.core.step import cell_step
 
 import param_noise
-from step_reference import sequential
+from step_reference import model_data, sequential
 
 B, T, F, H, N, O = 3, 13, 3, 4, 5, 2  # N != H: the carry [B, 2N] differs from the output
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -199,14 +199,6 @@ def build(**overrides):
   return param_noise.perturb(model, 0.1)
 
 
-def model_data(t: int = 8):
-  rng = np.random.default_rng(42)
-  xs = jnp.asarray(rng.normal(size=(B, t, F)), jnp.float32)
-  mask = jnp.arange(t)[None, :] < jnp.asarray([t, 3, 1])[:, None]
-  pad = jnp.asarray(100.0 * rng.normal(size=(B, t, F)), jnp.float32)
-  return xs, mask, pad
-
-
 def stream(model, xs, mask, resets=None):
   state, outs = model.initial_state(xs.shape[0]), []
   for t in range(xs.shape[1]):
@@ -229,7 +221,7 @@ def test_model_streaming_equals_full_and_masking(overrides):
   model, twin = build(**overrides), build(execution="time_major", **overrides)
   model.eval()
   twin.eval()
-  xs, mask, pad = model_data()
+  xs, mask, pad = model_data(F)
   ys, final = model(xs, mask, return_state=True)
   assert ys.shape == (B, 8, O) and float(jnp.abs(ys).max()) > 1e-2
   for got in (stream(model, xs, mask), twin(xs, mask, return_state=True)):
@@ -247,7 +239,7 @@ def test_model_resets_restart_the_carry():
   """A reset at t0 makes a row's outputs from t0 on those of a fresh call on xs[:, t0:],
   in the full call and in streaming."""
   model = build(learned_initial_state=True)
-  xs, mask, _ = model_data()
+  xs, mask, _ = model_data(F)
   mask = jnp.ones_like(mask)
   resets = jnp.zeros(mask.shape, bool).at[0, 4].set(True).at[2, 6].set(True)
   ys = model(xs, mask, resets=resets)
@@ -260,7 +252,7 @@ def test_model_resets_restart_the_carry():
 def test_model_gradients_are_finite_and_causal():
   """Every parameter gets a finite non-zero gradient, padded inputs none; y_{<t} ignores x_t."""
   model = build()
-  xs, mask, _ = model_data()
+  xs, mask, _ = model_data(F)
   ys = model(xs)
   ys2 = model(xs.at[:, 3].add(3.0))
   np.testing.assert_array_equal(ys2[:, :3], ys[:, :3])
@@ -316,7 +308,7 @@ def test_gradient_flow_probes_act_on_the_layer_output():
   steps >= t through layer 1's state, and never before."""
   model = build()
   model.eval()
-  xs, mask, _ = model_data()
+  xs, mask, _ = model_data(F)
   probes = jnp.zeros((2, B, 8, H))
 
   def loss(probes, t_loss):

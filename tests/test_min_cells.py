@@ -21,7 +21,7 @@ from rnn_research.core.spec import resolve
 from rnn_research.core.step import cell_step
 
 import param_noise
-from step_reference import sequential
+from step_reference import model_data, sequential
 
 B, T, F, H, O = 3, 13, 3, 4, 2
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -212,14 +212,6 @@ def build(name: str, **overrides):
   return param_noise.perturb(model, 0.3)
 
 
-def model_data(t: int = 8):
-  rng = np.random.default_rng(42)
-  xs = jnp.asarray(rng.normal(size=(B, t, F)), jnp.float32)
-  mask = jnp.arange(t)[None, :] < jnp.asarray([t, 3, 1])[:, None]
-  pad = jnp.asarray(100.0 * rng.normal(size=(B, t, F)), jnp.float32)
-  return xs, mask, pad
-
-
 def split_call(model):
   graphdef, state = nnx.split(model)
 
@@ -251,7 +243,7 @@ def test_model_streaming_time_major_and_masking(name, overrides):
   layer_major == time_major, padded inputs change no valid output, outputs 0 at padding."""
   model = build(name, **overrides)
   twin = build(name, execution="time_major", **overrides)
-  xs, mask, pad = model_data()
+  xs, mask, pad = model_data(F)
   call, stream = split_call(model)
   ys, final = call(xs, mask)
   assert ys.shape == (B, 8, O) and float(jnp.abs(ys).max()) > 1e-2
@@ -278,7 +270,7 @@ def test_model_causality_and_gradients(name):
   """Changing x_t leaves y_{<t} unchanged and changes y_t; a training gradient is finite and
   non-zero for every parameter, and zero for padded inputs."""
   model = build(name)
-  xs, mask, _ = model_data()
+  xs, mask, _ = model_data(F)
   call, _ = split_call(model)
   ys, _ = call(xs, None)
   for t0 in (0, 3, 7):
@@ -319,7 +311,7 @@ def test_model_resets_with_learned_initial_state(name):
   scan) == time_major == streaming with reset_t; the carry_init gets a gradient."""
   model = build(name, learned_initial_state=True)
   twin = build(name, learned_initial_state=True, execution="time_major")
-  xs, mask, _ = model_data()
+  xs, mask, _ = model_data(F)
   resets = jnp.zeros(mask.shape, bool).at[0, 4].set(True).at[1, 2].set(True)
   ys, final = model(xs, mask, resets=resets, return_state=True)
   ys_tm, final_tm = twin(xs, mask, resets=resets, return_state=True)
@@ -350,7 +342,7 @@ def test_dropout_between_layers_composes(name):
   model = build(name, dropout=0.3)
   twin = build(name, dropout=0.3, execution="time_major")
   plain = build(name)
-  xs, mask, _ = model_data()
+  xs, mask, _ = model_data(F)
   key = jax.random.key(1)
   ys, ys_tm = model(xs, mask, key=key), twin(xs, mask, key=key)
   np.testing.assert_allclose(ys_tm, ys, **TOL)
@@ -416,7 +408,7 @@ def test_trains_through_the_trainer(name, tmp_path):
 @pytest.mark.parametrize("name", MIN_CELLS)
 def test_sequential_and_associative_engines_agree_in_the_model(name):
   """engine='scan' (sequential linear scan, `auto` on CPU) == 'associative': values and grads."""
-  xs, mask, _ = model_data()
+  xs, mask, _ = model_data(F)
   outs = []
   for eng in ("associative", "scan"):
     model = build(name, engine=eng)
