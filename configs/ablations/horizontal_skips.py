@@ -12,7 +12,9 @@ the last few observations most); and `multiscale` (`:multiscale`, lecture sectio
 that lasts about 20 steps and switches suddenly, `eval/accuracy`, higher is better), where the
 context to keep spans several steps. Members: no skip; `learned` (z_t += W_s h_{t-k}); and
 `residual` (h_t += h_{t-k}) with `mini_vertical` norm (the residual skip has no decay: the norm
-keeps the carry bounded), each with span k in {1, 4, 16}; × 5 seeds (35 runs per problem).
+keeps the carry bounded), each with span k in {1, 4, 16}; and `mini_vertical` alone, without a
+skip (the control that tells the skip's effect from the norm's); × 5 seeds (40 runs per
+problem; 3 seeds, 24 runs, on `multiscale`).
 
 Supports the claim: on `adding` the skips, more so with larger k, end below the no-skip baseline
 in `eval/mse_over_chance` and raise `grad_flow/ratio_first_last/layer_0` (||dL/dh_1|| /
@@ -31,7 +33,7 @@ the baseline include 1: "no evidence" either way).
       --workdir=runs/hskips_multiscale --parallel=2
   python -m rnn_research.compare runs/hskips_multiscale --metric=eval/accuracy
 
-Size: 35 one-layer runs per problem; `:full` trains 4x longer with 128 units (for a GPU).
+Size: 40 one-layer runs per problem (24 on `multiscale`); `:full` trains 4x longer with 128 units (for a GPU).
 """
 import ml_collections
 
@@ -62,11 +64,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return config
 
 
-def get_sweep() -> list[dict]:
+def get_sweep(arg: str | None = None) -> list[dict]:
+  """The members (`arg` as in get_config)."""
   learned = product(sweep("model.horizontal_skip", ["learned"]), sweep("model.skip_span", SPANS))
   residual = product([{"model.horizontal_skip": "residual", "model.norm": "mini_vertical"}],
                      sweep("model.skip_span", SPANS))
-  return product([{"model.horizontal_skip": "none"}] + learned + residual, seeds(5))
+  control = [{"model.horizontal_skip": "none", "model.norm": "mini_vertical"}]
+  members = [{"model.horizontal_skip": "none"}] + control + learned + residual
+  return product(members, seeds(3 if "multiscale" in _options(arg) else 5))
 
 
 def get_baseline() -> dict:
