@@ -427,7 +427,7 @@ def test_table_with_the_baseline_of_sweep_json(tmp_path):
 
 def test_no_or_unmatched_baseline_shows_the_groups_only(tmp_path):
   text = compare.report(str(stats_sweep(tmp_path / "a")), "eval/loss")
-  assert text.split("\n\n")[1] == compare.stats.NO_BASELINE and "p (Holm)" not in text
+  assert text.split("\n\n")[1] == compare.stats_table.NO_BASELINE and "p (Holm)" not in text
   # A sweep.json baseline that no group has (e.g. under another --group_by): a note, no error.
   text = compare.report(str(stats_sweep(tmp_path / "b", baseline={"model.norm": "gone"})),
                         "eval/loss")
@@ -545,3 +545,48 @@ def test_get_group_by_forms_the_groups(tmp_path):
   path.write_text(path.read_text().replace('["model.cell"]', '"model.cell"'))
   with pytest.raises(sweep_spec.SweepError, match="get_group_by.. returned 'model.cell'"):
     sweep_spec.load(str(path))
+
+
+def reach_sweep(root: Path) -> Path:
+  """eval/loss per group: none (the baseline) never below 0.5; layer's 3 runs all reach it;
+  batch: 3 runs reach it and a 4th diverged before it did."""
+  curves = {"none": [[2.0, 1.0, 0.9, 0.8], [2.0, 0.9, 0.8, 0.7], [2.0, 1.1, 0.7, 0.6]],
+            "layer": [[2.0, 0.4, 0.3, 0.2], [2.0, 0.6, 0.45, 0.3], [2.0, 0.7, 0.6, 0.5]],
+            "batch": [[2.0, 0.5, 0.4, 0.4], [2.0, 0.6, 0.5, 0.45], [2.0, 0.8, 0.6, 0.5],
+                      [2.0, 1.5, float("nan")]]}
+  members = []
+  for norm, runs in curves.items():
+    for seed, losses in enumerate(runs):
+      name = f"norm={norm},seed={seed}"
+      members.append({"name": name, "overrides": {"model.norm": norm, "train.seed": seed}})
+      make_run(root, name, config(norm, seed), losses, "completed" if len(losses) == 4 else
+               "diverged")
+  (root / "sweep.json").write_text(json.dumps(
+      {"members": members, "baseline": {"model.norm": "none"}}))
+  return root
+
+
+def test_threshold_adds_fishers_test_of_reaching_it_against_the_baseline(tmp_path):
+  from scipy import stats as sps
+  from rnn_research.experiments import stats
+
+  text = compare.report(str(reach_sweep(tmp_path)), "eval/loss", threshold=0.5)
+  rows = comparison_rows(text)
+  assert list(rows) == ["norm=layer", "norm=batch"]
+  p_layer = sps.fisher_exact([[3, 0], [0, 3]]).pvalue
+  p_batch = sps.fisher_exact([[3, 1], [0, 3]]).pvalue  # the diverged run did not reach 0.5
+  assert p_layer == pytest.approx(0.1)
+  holm = stats.holm([p_layer, p_batch])
+  assert rows["norm=layer"]["reached: p (Holm)"] == f"3/3 vs 0/3: 0.1 ({holm[0]:.2g})"
+  assert rows["norm=batch"]["reached: p (Holm)"] == f"3/4 vs 0/3: {p_batch:.2g} ({holm[1]:.2g})"
+  assert "reached: runs that reached 0.5 of all runs, against the baseline's" in text
+  # The groups' table agrees: batch's 4th run is censored.
+  assert "| median 200 (1 of 4 censored) |" in text
+
+
+def test_without_threshold_no_reached_column(tmp_path):
+  text = compare.report(str(reach_sweep(tmp_path)), "eval/loss")
+  head = text.split("\n\n")[1].splitlines()[0]
+  assert head == ("| group | n | Δ vs norm=none [95% CI] | Hedges' g | p | p (Holm) | verdict "
+                  "| diverged: p (Holm) |")
+  assert "reached" not in text and "steps to" not in text

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from absl import flags
 
-from rnn_research.experiments.stats import NO_BASELINE
+from rnn_research.experiments.stats_table import NO_BASELINE
 from rnn_research.training import provenance
 from rnn_research.training.metric_writer import MetricWriter
 from rnn_research.training.status import read_status, write_status
@@ -139,9 +139,9 @@ def two_sections(report, tmp_path):
              key="model.cell", start=0.5)
   docs.mkdir()
   (docs / "REPORT.template.md").write_text(TEMPLATE, encoding="utf-8")
-  sections = [report.Section("a", "x.py", "eval/loss"),
+  sections = [report.Section("a", "x.py", "eval/loss", log=False),
               report.Section("b", "y.py:arg", "eval/accuracy", group_by=("model.cell",),
-                             threshold=0.8)]
+                             threshold=0.8, log=False)]
   return workdir, docs, sections
 
 
@@ -624,3 +624,118 @@ def test_a_real_sweep_records_its_code_and_rerun_stale_retrains_it(report, tmp_p
   assert read_status(str(workdir / "two" / "seed=1"))["code"] == [code]  # trained again
   text = (docs / "REPORT.md").read_text(encoding="utf-8")
   assert text.startswith(f"{commit or 'unrecorded'}\n| group |") and "STALE" not in text
+
+
+# ------------------------------------------------- log scale, wall table, samples, importance
+
+
+def render_with(report, docs: Path, template: str, workdir: Path, sections, monkeypatch) -> str:
+  """render() of `sections` under `template` (a copy written into docs/), at a fixed commit."""
+  monkeypatch.setattr(report, "_commit", lambda: "c0mm1t")
+  (docs / "REPORT.template.md").write_text(template, encoding="utf-8")
+  return report.render(str(workdir), str(docs), sections, "cmd")
+
+
+def test_render_log_section_renders_compares_log_table(report, two_sections, monkeypatch,
+                                                       tmp_path):
+  import dataclasses
+
+  from rnn_research.experiments import compare
+
+  workdir, docs, sections = two_sections
+  manifest = workdir / "a" / "sweep.json"  # a baseline, so that the effect column shows
+  manifest.write_text(json.dumps({**json.loads(manifest.read_text()),
+                                  "baseline": {"model.norm": "none"}}))
+  logged = report.Section("a", "x.py", "eval/loss")
+  assert logged.log  # the default: positive errors compare as ratios
+  text = render_with(report, docs, "{{table:a}}\n", workdir, [logged], monkeypatch)
+  want = compare.report(str(workdir / "a"), "eval/loss", out=str(tmp_path / "want"), log=True)
+  assert "\n\nmetric: eval/loss (log), mode: min, date: " in want
+  assert text == want.rsplit("\n\nmetric:", 1)[0] + "\n"
+  head = text.splitlines()[0].split(" | ")
+  assert "final geo. mean [95% CI]" in head and "final mean [95% CI]" not in head
+  # norm=none: sqrt(0.3 * 0.5) = 0.3873; norm=layer: sqrt(0.9 * 0.7) = 0.7937, the ratio 2.049
+  assert "| norm=none | 2 | 2 | 0.3873 [" in text and "| norm=layer | 2 | 2 | 0.7937 [" in text
+  assert "| group | n | ratio to norm=none [95% CI] | Hedges' g |" in text
+  assert "| norm=layer | 2 | 2.049× [" in text and "Δ vs" not in text
+
+  linear = render_with(report, docs, "{{table:a}}\n", workdir,
+                       [dataclasses.replace(logged, log=False)], monkeypatch)
+  assert "final mean [95% CI]" in linear.splitlines()[0].split(" | ")
+  assert "| norm=none | 2 | 2 | 0.4 [" in linear
+  assert "| Δ vs norm=none [95% CI] |" in linear and "ratio to" not in linear
+  assert "geo. mean" not in linear
+
+
+def test_render_wall_table_lists_the_sweeps_with_their_own_directory(report, two_sections,
+                                                                     monkeypatch):
+  workdir, docs, sections = two_sections
+  # One run of b resumed at a later commit under the same code (so not stale).
+  make_stale(workdir / "b" / "cell=gru,seed=1", [CODE], ["abc1234", "def5678"])
+  (workdir / report.TIMES).write_text(json.dumps({"a": 120.0, "b": 30.0}))
+  derived = report.Section("a_again", "x.py:derived", "eval/loss", sweep="a", log=False)
+  text = render_with(report, docs, TEMPLATE + "\n{{wall_table}}\nend\n", workdir,
+                     [sections[0], derived, sections[1]], monkeypatch)
+  assert "{{" not in text
+  assert text.endswith("\n| sweep | wall | trained at |\n|---|---|---|\n"
+                       "| `x.py` | 2.0 min | abc1234 |\n"
+                       "| `y.py:arg` | 0.5 min | abc1234, def5678 |\nend\n")
+  assert "x.py:derived" not in text  # a second table of sweep a: no row of its own
+  assert "## b (0.5 min, at abc1234, def5678)" in text  # the same figures as the section's
+
+  (workdir / report.TIMES).unlink()
+  text = render_with(report, docs, "{{wall_table}}\n", workdir, [derived, sections[1]],
+                     monkeypatch)
+  assert text == ("| sweep | wall | trained at |\n|---|---|---|\n"
+                  "| `y.py:arg` | not timed | abc1234, def5678 |\n")
+
+
+def test_render_fills_samples_only_for_sections_with_samples(report, two_sections, monkeypatch):
+  import dataclasses
+
+  from rnn_research.experiments import report_samples
+
+  workdir, docs, sections = two_sections
+  calls = []
+
+  def markdown(directory, group_by=None, **kwargs):
+    calls.append((directory, group_by, kwargs))
+    return f"SAMPLES OF {os.path.basename(directory)}"
+
+  monkeypatch.setattr(report_samples, "markdown", markdown)
+  template = TEMPLATE + "\n[{{samples:a}}]\n[{{samples:b}}]\n"
+  text = render_with(report, docs, template, workdir, sections, monkeypatch)
+  assert "{{" not in text and text.endswith("\n[]\n[]\n")  # filled with ""
+  assert text == render_with(report, docs, TEMPLATE, workdir, sections, monkeypatch) + \
+      "\n[]\n[]\n"
+  assert calls == []  # no section asked for samples: nothing sampled
+
+  with_samples = [sections[0], dataclasses.replace(sections[1], samples=True),
+                  report.Section("c", "z.py", "eval/loss", samples=True)]  # not run yet
+  text = render_with(report, docs, template + "[{{samples:c}}] {{table:c}}\n", workdir,
+                     with_samples, monkeypatch)
+  assert text.endswith("\n[]\n[SAMPLES OF b]\n[] *(not run yet: `python -m rnn_research.report "
+                       "--only=c`)*\n")
+  assert calls == [(str(workdir / "b"), ["model.cell"], {})]  # b's directory and group_by
+
+
+def test_render_importance_appends_compares_importance_table(report, two_sections, monkeypatch):
+  import dataclasses
+
+  workdir, docs, sections = two_sections
+  importance = ("| axes | share of variance |\n|---|---|\n| model.norm | 100.0% |\n"
+                "| interactions of 3+ axes | 0.0% |\n\nVariance of {metric} (min is best) "
+                "explained by each axis (functional ANOVA), exact on the full grid of 2 points "
+                "(4 runs, repeats averaged).")
+  a = dataclasses.replace(sections[0], importance=True)
+  text = render_with(report, docs, "{{table:a}}\n", workdir, [a], monkeypatch)
+  assert text.rstrip("\n") == TABLE_A + "\n\n" + importance.format(metric="eval/loss")
+  assert "metric:" not in text  # compare's footer is still cut off after the importance table
+  # Under log the importance is of the log of the metric.
+  logged = dataclasses.replace(a, log=True)
+  text = render_with(report, docs, "{{table:a}}\n", workdir, [logged], monkeypatch)
+  assert text.rstrip("\n").endswith("\n\n" + importance.format(metric="log eval/loss"))
+  assert "final geo. mean [95% CI]" in text.splitlines()[0]
+  # Without `importance`: no such table.
+  text = render_with(report, docs, "{{table:a}}\n", workdir, sections[:1], monkeypatch)
+  assert "share of variance" not in text and text == TABLE_A + "\n"

@@ -1,4 +1,4 @@
-"""Sampling the next character (`training/sampling.py`) and batched generation (`sample.py`).
+"""Sampling the next character and batched generation (`training/sampling.py`); its CLI.
 
 Fast: the filters on hand examples, the draw's frequencies against the softmax (chi-square,
 fixed seed), batched rows against single-row runs of an untrained model. Slow (subprocesses):
@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research import sample
 from rnn_research.core import models
 from rnn_research.training import sampling
 
@@ -126,7 +125,7 @@ def test_check_names_the_flag_and_range():
       sampling.check(**args, vocab_size=5)
   sampling.check(1.0, 5, 1.0, vocab_size=5)
   with pytest.raises(ValueError, match="--num_samples"):
-    sample.check_flags(10, 1.0, 0, 1.0, 0)
+    sampling.check_flags(10, 1.0, 0, 1.0, 0)
 
 
 # ------------------------------------------------------------------ batched generation
@@ -142,27 +141,27 @@ def model():
 
 
 def test_batched_rows_equal_single_row_runs(model):
-  keys = sample.row_keys(7, 4)
+  keys = sampling.row_keys(7, 4)
   kw = dict(temperature=1.5, top_k=4, top_p=0.95)
-  batched = sample.generate_ids(model, V, np.array([1, 2, 3]), 12, keys, **kw)
+  batched = sampling.generate_ids(model, V, np.array([1, 2, 3]), 12, keys, **kw)
   assert batched.shape == (4, 12) and batched.min() >= 0 and batched.max() < V
   for n in range(4):
-    single = sample.generate_ids(model, V, np.array([1, 2, 3]), 12, keys[n:n + 1], **kw)
+    single = sampling.generate_ids(model, V, np.array([1, 2, 3]), 12, keys[n:n + 1], **kw)
     assert single[0].tolist() == batched[n].tolist()
   assert len({tuple(row) for row in batched.tolist()}) > 1  # different rows differ
 
 
 def test_same_seed_same_samples_and_rows_do_not_depend_on_n(model):
-  run = lambda seed, n: sample.generate_ids(model, V, np.array([0]), 10, sample.row_keys(seed, n))
+  run = lambda seed, n: sampling.generate_ids(model, V, np.array([0]), 10, sampling.row_keys(seed, n))
   assert np.array_equal(run(3, 3), run(3, 3))
   assert np.array_equal(run(3, 5)[:3], run(3, 3))
   assert not np.array_equal(run(3, 3), run(4, 3))
 
 
 def test_empty_prompt_and_zero_length(model):
-  out = sample.generate_ids(model, V, np.array([], np.int32), 5, sample.row_keys(0, 2))
+  out = sampling.generate_ids(model, V, np.array([], np.int32), 5, sampling.row_keys(0, 2))
   assert out.shape == (2, 5)
-  assert sample.generate_ids(model, V, np.array([1]), 0, sample.row_keys(0, 2)).shape == (2, 0)
+  assert sampling.generate_ids(model, V, np.array([1]), 0, sampling.row_keys(0, 2)).shape == (2, 0)
 
 
 # ---------------------------------------------------------------------------- the CLI

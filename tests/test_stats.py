@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from rnn_research.experiments import stats
+from rnn_research.experiments import stats, stats_table
 
 A = [0.52, 0.61, 0.47, 0.58, 0.66]
 B = [0.71, 0.64, 0.80, 0.69]
@@ -138,14 +138,14 @@ def test_censored_steps_to_threshold():
   assert stats.censored_median([100, 200, 300, 400], 4) == 200  # half by step 200
   assert stats.censored_median([100, 200], 3) == 200
   assert stats.censored_median([], 0) is None
-  assert stats.reach_cell([300, 100, 200], 5) == "median 300 (2 of 5 censored)"
-  assert stats.reach_cell([100], 3) == "not by half (2 of 3 censored)"
+  assert stats_table.reach_cell([300, 100, 200], 5) == "median 300 (2 of 5 censored)"
+  assert stats_table.reach_cell([100], 3) == "not by half (2 of 3 censored)"
 
 
 def test_markdown_states_n_effect_ci_adjusted_p_and_the_method():
   base = stats.Sample(B, 0, 4)
   found = stats.against_baseline(base, {"a": stats.Sample(A, 1, 5)}, "min")
-  text = stats.markdown(found, "norm=none", 4, "min", log=False)
+  text = stats_table.markdown(found, "norm=none", 4, "min", log=False)
   head, rule, row, blank, legend = text.splitlines()
   assert head == ("| group | n | Δ vs norm=none [95% CI] | Hedges' g | p | p (Holm) | verdict "
                   "| diverged: p (Holm) |")
@@ -154,6 +154,38 @@ def test_markdown_states_n_effect_ci_adjusted_p_and_the_method():
                  f"| {c.p_holm:.2g} | better | 1 (1) |")
   assert legend.startswith("Baseline norm=none (n=4). Effect: difference of means (Welch)")
   assert "Holm-adjusted over the 1 comparisons" in legend and "Fisher" in legend
-  ratio = stats.markdown(stats.against_baseline(base, {"a": stats.Sample(A, 0, 5)}, "min", True),
+  ratio = stats_table.markdown(stats.against_baseline(base, {"a": stats.Sample(A, 0, 5)}, "min", True),
                          "b", 4, "min", log=True)
   assert "| ratio to b [95% CI] |" in ratio and "× [" in ratio and "log values" in ratio
+
+
+def test_against_baseline_tests_the_rates_of_reaching_a_threshold():
+  """With `reached` counts: Fisher's exact p of reached/runs against the baseline's (scipy on
+  the 2x2 table), Holm-adjusted as a family of its own; without them no such test or column."""
+  base = stats.Sample(B, 0, 5, reached=1)
+  others = {"a": stats.Sample(A, 3, 5, reached=5), "c": stats.Sample([0.7, 0.75], 0, 3, 2),
+            "d": stats.Sample([0.7, 0.8], 0, 2)}  # no counts: no test, not in the family
+  found = stats.against_baseline(base, others, "min")
+  fisher = [sps.fisher_exact([[5, 0], [1, 4]]).pvalue, sps.fisher_exact([[2, 1], [1, 4]]).pvalue]
+  assert [c.reach_p for c in found[:2]] == pytest.approx(fisher)
+  assert [c.reach_p_holm for c in found[:2]] == pytest.approx(stats.holm(fisher))
+  assert found[0].reach_p_holm == pytest.approx(2 * fisher[0])  # m = 2, not 3
+  assert (found[0].reached, found[0].base_reached) == ((5, 5), (1, 5))
+  assert found[2].reached is None and math.isnan(found[2].reach_p) and math.isnan(
+      found[2].reach_p_holm)
+  assert [c.div_p for c in found[:1]] == pytest.approx([sps.fisher_exact([[3, 2], [0, 5]]).pvalue])
+  text = stats_table.markdown(found, "b", 5, "min", log=False, threshold=0.5)
+  head, rule, row, *_, legend = text.splitlines()
+  assert head.endswith("| diverged: p (Holm) | reached: p (Holm) |") and rule == "|" + "---|" * 9
+  a = found[0]
+  assert row.endswith(f"| 5/5 vs 1/5: {a.reach_p:.2g} ({a.reach_p_holm:.2g}) |")
+  assert text.splitlines()[4].endswith("| – |")  # d: no counts
+  assert ("reached: runs that reached 0.5 of all runs, against the baseline's" in legend
+          and legend.endswith("Fisher's exact test, Holm-adjusted."))
+  # No threshold: the new fields stay empty and the table is as before.
+  plain = stats.against_baseline(stats.Sample(B, 0, 5), {"a": stats.Sample(A, 3, 5, 5)}, "min")
+  assert plain[0].reached == (5, 5) and plain[0].base_reached is None
+  assert math.isnan(plain[0].reach_p) and math.isnan(plain[0].reach_p_holm)
+  none = stats.against_baseline(stats.Sample(B, 0, 5), {"a": stats.Sample(A, 3, 5)}, "min")[0]
+  assert none.reached is None and none.base_reached is None and math.isnan(none.reach_p)
+  assert "reached" not in stats_table.markdown([none], "b", 5, "min", log=False)

@@ -48,8 +48,10 @@ def resolve(groups: dict[str, list[Run]], sweep: dict[str, Any],
     return None, f"sweep.json's {err}"
 
 
-def comparisons(rows: list[Row], base: str, mode: str, log: bool = False
-                ) -> list[stats.Comparison]:
-  """Every group but `base` against it (stats.against_baseline), in the rows' order."""
-  sample = {r.group: stats.Sample(r.finals, r.states.get("diverged", 0), r.runs) for r in rows}
+def comparisons(rows: list[Row], base: str, mode: str, log: bool = False,
+                reached: bool = False) -> list[stats.Comparison]:
+  """Every group but `base` against it (stats.against_baseline), in the rows' order; with
+  `reached` (a threshold was given) also by the runs that reached it (len(reach_steps))."""
+  sample = {r.group: stats.Sample(r.finals, r.states.get("diverged", 0), r.runs,
+                                  len(r.reach_steps) if reached else None) for r in rows}
   return stats.against_baseline(sample.pop(base), sample, mode, log)

@@ -7,7 +7,8 @@ sweep overrides except `train.seed` (seeds are what a group averages over). `rep
 defaults to the sweep file's get_metric(), else the task's main metric (`Task.main_metric`, in
 each run's status.json). Each group gets n, mean [95% CI], median and diverged/runs; against a
 baseline (--baseline, else the sweep file's get_baseline(), both in sweep.json) Welch's
-difference, Hedges' g, Holm-adjusted p and a verdict (stats.py). The command line is
+difference, Hedges' g, Holm-adjusted p and a verdict, and with a threshold Fisher's test of
+the runs that reached it (stats.py). The command line is
 `python -m rnn_research.compare` (rnn_research/compare.py).
 
 A run's final value is the last logged value of the metric (a running run's latest one).
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from rnn_research.experiments import baseline as baselines, importance as axis_importance, stats
+from rnn_research.experiments import stats_table
 from rnn_research.training import atomic, workdir as run_dir
 from rnn_research.training.metric_writer import read_scalars
 from rnn_research.training.status import read_status
@@ -65,7 +67,7 @@ class Row:
   steps_per_sec: float | None  # mean over runs of each run's mean perf/steps_per_sec
 
 
-mean_std = stats.mean_std
+mean_std = stats_table.mean_std
 
 
 def _read_json(path: str) -> dict[str, Any] | None:
@@ -171,6 +173,16 @@ def finite_series(run: Run, tag: str) -> Series:
   return [(s, v) for s, v in run.scalars.get(tag, []) if math.isfinite(v)]
 
 
+def first_runs(directory: str, group_by: list[str] | None = None) -> dict[str, Run | None]:
+  """{group: its completed run with the lowest `train.seed` (ties: by name), or None} for the
+  sweep in `directory`, grouped as `report` groups it: the run a report samples or plots."""
+  sweep = _read_json(os.path.join(directory, "sweep.json")) or {}
+  groups = group_runs(load_runs(directory), group_by, sweep)
+  key = lambda r: (r.config.get("train", {}).get("seed", 0), r.name)
+  return {g: min((r for r in runs if r.status.get("state") == "completed"), key=key, default=None)
+          for g, runs in groups.items()}
+
+
 def _summarize_group(name: str, runs: list[Run], metric: str, mode: str,
                      threshold: float | None) -> Row:
   finals, bests, reach = [], [], []
@@ -210,8 +222,8 @@ def markdown_table(rows: list[Row], threshold: float | None = None, log: bool = 
   head += ["diverged", *extra, "steps/s"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in rows:
-    cells = [r.group, str(r.runs), *stats.final_cells(r.finals, log), stats.mean_std_cell(r.bests)]
-    cells += [stats.reach_cell(r.reach_steps, r.runs)] if threshold is not None else []
+    cells = [r.group, str(r.runs), *stats_table.final_cells(r.finals, log), stats_table.mean_std_cell(r.bests)]
+    cells += [stats_table.reach_cell(r.reach_steps, r.runs)] if threshold is not None else []
     cells += [f"{r.states.get('diverged', 0)}/{r.runs}"] + [str(r.states.get(s, 0)) for s in extra]
     cells.append(f"{r.steps_per_sec:.1f}" if r.steps_per_sec is not None else "–")
     lines.append("| " + " | ".join(cells) + " |")
@@ -251,9 +263,9 @@ def report(directory: str, metric: str | None = None, group_by: list[str] | None
   base, note = baselines.resolve(groups, sweep, baseline)
   if base is not None and len(rows) > 1:
     n_base = len(next(r for r in rows if r.group == base).finals)
-    comparisons = baselines.comparisons(rows, base, mode, log)
-    note = stats.markdown(comparisons, base, n_base, mode, log)
-  note = note or (stats.NO_BASELINE if len(rows) > 1 else "")
+    comparisons = baselines.comparisons(rows, base, mode, log, threshold is not None)
+    note = stats_table.markdown(comparisons, base, n_base, mode, log, threshold)
+  note = note or (stats_table.NO_BASELINE if len(rows) > 1 else "")
   table = markdown_table(rows, threshold, log) + (f"\n\n{note}" if note else "")
   if importance:
     table += "\n\n" + axis_importance.from_runs(runs, metric, mode, sweep, group_by, log)

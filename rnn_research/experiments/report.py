@@ -5,9 +5,11 @@ For each entry of `SECTIONS` the sweep runs in `<workdir>/<key>/` through
 now gives a member another config than the one it ran with: that stops the report unless
 `rerun_changed` moves the old runs aside and trains them again), `compare` writes its
 table and figure to `docs/report/<key>/`, and every `{{table:<key>}}`, `{{figure:<key>}}`,
-`{{wall:<key>}}` and `{{trained:<key>}}` (the commits its runs trained at) in
-`docs/REPORT.template.md` is filled in, together with `{{command}}`,
-`{{commit}}`, `{{total_wall}}` and `{{date}}`, giving `docs/REPORT.md`. The prose around the
+`{{wall:<key>}}`, `{{trained:<key>}}` (the commits its runs trained at), `{{samples:<key>}}`
+and `{{per_step:<key>}}` (report_samples.py and report_filtering.py, for sections that ask for
+them) in `docs/REPORT.template.md` is filled in,
+together with `{{command}}`, `{{commit}}`, `{{total_wall}}`, `{{wall_table}}` (each sweep's wall
+time and commits) and `{{date}}`, giving `docs/REPORT.md`. The prose around the
 tables (the claims and whether our numbers support them) lives in the template and is written
 by people; this module only refreshes the measurements. The command line is
 `python -m rnn_research.report` (rnn_research/report.py).
@@ -177,21 +179,37 @@ def render(workdir: str, docs: str, sections: list[Section], command: str,
   fills = {"command": command, "commit": _commit(),
            "date": datetime.date.today().isoformat(),
            "total_wall": f"{sum(times.values()) / 60:.0f} minutes"}
+  walls = ["| sweep | wall | trained at |", "|---|---|---|"]
   for s in sections:
     out = os.path.join(docs, "report", s.key)
+    fills[f"samples:{s.key}"] = fills[f"per_step:{s.key}"] = ""
     if not os.path.isdir(os.path.join(workdir, s.directory)):
       fills[f"table:{s.key}"] = f"*(not run yet: `python -m rnn_research.report --only={s.key}`)*"
       fills[f"figure:{s.key}"] = fills[f"wall:{s.key}"] = fills[f"trained:{s.key}"] = ""
+      walls += [] if s.sweep else [f"| `{s.config}` | not run yet | – |"]
       continue
     table = compare.report(os.path.join(workdir, s.directory), s.metric,
-                           list(s.group_by) or None, s.threshold, s.mode, out, s.ylim)
+                           list(s.group_by) or None, s.threshold, s.mode, out, s.ylim,
+                           log=s.log, importance=s.importance)
     t = trained(os.path.join(workdir, s.directory), code)
     fills[f"table:{s.key}"] = ((stale_line(t) + "\n\n" if t.stale else "")
-                               + table.rsplit("\n\nmetric:", 1)[0])
+                               + table.rsplit("\n\nmetric:", 1)[0].rstrip("\n"))
     fills[f"trained:{s.key}"] = t.commits
     fills[f"figure:{s.key}"] = f"![{s.key}](report/{s.key}/compare.png)"
     fills[f"wall:{s.key}"] = (f"{times[s.directory] / 60:.1f} min" if s.directory in times
                               else "not timed")
+    if s.samples:  # (jax: imported only where needed)
+      from rnn_research.experiments import report_samples
+      fills[f"samples:{s.key}"] = report_samples.markdown(os.path.join(workdir, s.directory),
+                                                          list(s.group_by) or None)
+    if s.per_step:
+      from rnn_research.experiments import report_filtering
+      fills[f"per_step:{s.key}"] = report_filtering.figure(
+          os.path.join(workdir, s.directory), os.path.join(out, "per_step.png"),
+          list(s.group_by) or None, link=f"report/{s.key}/per_step.png")
+    if not s.sweep:
+      walls.append(f"| `{s.config}` | {fills[f'wall:{s.key}']} | {t.commits} |")
+  fills["wall_table"] = "\n".join(walls)
   missing = sorted({m for m in re.findall(r"\{\{([^}]+)\}\}", text)} - set(fills))
   if missing:
     raise ValueError(f"REPORT.template.md uses placeholders nobody fills: {missing}")

@@ -1,7 +1,12 @@
 """The report's sections: which sweep each table comes from, and which metric it compares.
 
-A section renders `{{table:<key>}}`, `{{figure:<key>}}`, `{{wall:<key>}}` and
-`{{trained:<key>}}` in docs/REPORT.template.md (experiments/report.py); sections of one sweep
+Every positive error or ratio (MSE over a reference, a gradient-norm ratio) is compared on the
+log scale: such metrics span orders of magnitude and act multiplicatively, so a group's centre is
+its geometric mean and an effect a ratio with its CI. Accuracy and bits per character, already on
+a bounded or log scale, are compared as they are (`log=False`).
+
+A section renders `{{table:<key>}}`, `{{figure:<key>}}`, `{{wall:<key>}}`,
+`{{trained:<key>}}`, `{{samples:<key>}}` and `{{per_step:<key>}}` in docs/REPORT.template.md (experiments/report.py); sections of one sweep
 share its directory (`sweep`), so it trains once.
 """
 from __future__ import annotations
@@ -20,6 +25,10 @@ class Section:
   mode: str = "auto"  # compare's min|max|auto: which end of the metric is "best"
   sweep: str | None = None  # another section's directory, to table a second metric of it
   ylim: tuple[float, float] | None = None  # the figure's y range
+  log: bool = True  # compare on the log scale: ratios of geometric means (compare --log)
+  importance: bool = False  # add each axis' share of the metric's variance (compare --importance)
+  samples: bool = False  # `{{samples:<key>}}`: text from each group (charlm; report_samples.py)
+  per_step: bool = False  # `{{per_step:<key>}}`: MSE per step over Kalman (report_filtering.py)
 
   @property
   def directory(self) -> str:
@@ -45,22 +54,24 @@ SECTIONS = (
     Section("horizontal_skips", "configs/ablations/horizontal_skips.py",
             "eval/mse_over_chance", ylim=(0.0, 1.5)),
     Section("horizontal_skips_grad_flow", "configs/ablations/horizontal_skips.py",
-            "grad_flow/ratio_first_last/layer_0", mode="max", sweep="horizontal_skips"),
+            "grad_flow/ratio_first_last/layer_0", mode="max", sweep="horizontal_skips",
+            log=False),  # without a skip the ratio underflows float32 to 0: no log of it
     Section("horizontal_skips_kalman", "configs/ablations/horizontal_skips.py:kalman",
             "eval/mse_over_kalman"),
     Section("horizontal_skips_multiscale", "configs/ablations/horizontal_skips.py:multiscale",
-            "eval/accuracy"),
+            "eval/accuracy", log=False),
     Section("lstm_variants", "configs/ablations/lstm_variants.py", "eval/mse_over_chance",
-            threshold=0.05),
+            threshold=0.05, importance=True),
     Section("transition_pendulum", "configs/ablations/transition.py:pendulum",
             "eval/mse_over_ekf"),
     Section("transition_pendulum_pf", "configs/ablations/transition.py:pendulum",
             "eval/mse_over_pf", sweep="transition_pendulum"),
     Section("transition_kalman", "configs/ablations/transition.py:kalman",
-            "eval/mse_over_kalman"),
+            "eval/mse_over_kalman", per_step=True),
     Section("transition_kalman_start", "configs/ablations/transition.py:kalman",
             "eval/mse_over_kalman_start", sweep="transition_kalman"),
     Section("transition_kalman_steady", "configs/ablations/transition.py:kalman",
             "eval/mse_over_kalman_steady", sweep="transition_kalman"),
-    Section("generation", "configs/ablations/generation.py", "eval/bpc"),
+    Section("generation", "configs/ablations/generation.py", "eval/bpc", log=False,
+            samples=True),
 )

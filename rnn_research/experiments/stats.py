@@ -35,7 +35,9 @@ class Comparison:
   """One group against the baseline. `diff` = mean - baseline mean (under log: the ratio of
   geometric means), [lo, hi] its Welch 95 % CI, `g` Hedges' g, `p` Welch's two-sided p and
   `p_holm` the Holm-adjusted one (NaN where undefined), `verdict` "better" | "worse" |
-  "no evidence", and `div_p`, `div_p_holm` Fisher's exact test of the divergence rates."""
+  "no evidence", `div_p`, `div_p_holm` Fisher's exact test of the divergence rates, and with a
+  threshold `reached`, `base_reached` ((runs that reached it, runs) of the group and of the
+  baseline; None without one) and `reach_p`, `reach_p_holm` Fisher's test of those rates."""
   group: str
   n: int
   diff: float
@@ -47,6 +49,10 @@ class Comparison:
   verdict: str
   div_p: float
   div_p_holm: float
+  reached: tuple[int, int] | None = None
+  base_reached: tuple[int, int] | None = None
+  reach_p: float = math.nan
+  reach_p_holm: float = math.nan
 
 
 def transform(values: Sequence[float], log: bool) -> np.ndarray:
@@ -159,29 +165,47 @@ def verdict(diff: float, p_adjusted: float, mode: str, alpha: float = ALPHA) -> 
 
 @dataclass(frozen=True)
 class Sample:
-  """A group's final values and its run counts (`diverged` of `runs`)."""
+  """A group's final values and its run counts (`diverged` of `runs`, and of a threshold the
+  `reached` of `runs` that reached it; None without a threshold)."""
   values: Sequence[float]
   diverged: int
   runs: int
+  reached: int | None = None
+
+
+def _reach_fisher(s: Sample, base: Sample) -> float:
+  """Fisher's p of s's reached/runs against the baseline's; NaN unless both have counts."""
+  if s.reached is None or base.reached is None:
+    return math.nan
+  return fisher(s.reached, s.runs, base.reached, base.runs)
+
+
+def _counts(s: Sample) -> tuple[int, int] | None:
+  """(reached, runs), or None without a threshold."""
+  return None if s.reached is None else (s.reached, s.runs)
 
 
 def against_baseline(base: Sample, others: dict[str, Sample], mode: str, log: bool = False,
                      alpha: float = ALPHA) -> list[Comparison]:
   """Each of `others` against `base` (in their order): Welch difference, CI and p on the
-  (log) values, Hedges' g, Fisher's p of the divergence rates, and both families of p
-  Holm-adjusted over the comparisons; under `log` diff, lo and hi are ratios exp(·)."""
+  (log) values, Hedges' g, Fisher's p of the divergence rates and (with `reached` counts) of
+  the rates of reaching the threshold, each family of p Holm-adjusted over the comparisons;
+  under `log` diff, lo and hi are ratios exp(·)."""
   b = transform(base.values, log)
   rows = []
   for name, s in others.items():
     x = transform(s.values, log)
     rows.append((name, len(x), *welch(x, b), hedges_g(x, b),
-                 fisher(s.diverged, s.runs, base.diverged, base.runs)))
+                 fisher(s.diverged, s.runs, base.diverged, base.runs), _reach_fisher(s, base)))
   adjusted = holm([r[5] for r in rows])
   div_adjusted = holm([r[7] for r in rows])
+  reach_adjusted = holm([r[8] for r in rows])
   back = np.exp if log else (lambda v: v)
   return [Comparison(name, n, float(back(d)), float(back(lo)), float(back(hi)), g, p, pa,
-                     verdict(d, pa, mode, alpha), dp, dpa)
-          for (name, n, d, lo, hi, p, g, dp), pa, dpa in zip(rows, adjusted, div_adjusted)]
+                     verdict(d, pa, mode, alpha), dp, dpa, _counts(others[name]), _counts(base),
+                     rp, rpa)
+          for (name, n, d, lo, hi, p, g, dp, rp), pa, dpa, rpa
+          in zip(rows, adjusted, div_adjusted, reach_adjusted)]
 
 
 def censored_median(reached: Sequence[int], runs: int) -> int | None:
@@ -192,71 +216,3 @@ def censored_median(reached: Sequence[int], runs: int) -> int | None:
   k = math.ceil(runs / 2)
   ordered = sorted(reached)
   return ordered[k - 1] if runs and len(ordered) >= k else None
-
-
-NO_BASELINE = ("No baseline: give --baseline=<group> or define get_baseline() in the sweep "
-               "file for differences, 95% CIs and tests against it.")
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float] | None:
-  """Mean and sample standard deviation (ddof=1; 0 for one value); None if empty."""
-  if len(values) == 0:
-    return None
-  std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-  return float(np.mean(values)), std
-
-
-def mean_std_cell(values: Sequence[float]) -> str:
-  """`0.6 ± 0.1` (the mean alone for one value, – for none)."""
-  ms = mean_std(values)
-  if ms is None:
-    return "–"
-  return f"{ms[0]:.4g} ± {ms[1]:.2g}" if len(values) > 1 else f"{ms[0]:.4g}"
-
-
-def final_cells(values: Sequence[float], log: bool) -> list[str]:
-  """The n, mean [95% CI] and median cells of a group (the geometric mean under `log`)."""
-  s = describe(values, log)
-  if not s.n:
-    return ["0", "–", "–"]
-  ci = f" [{s.lo:.4g}, {s.hi:.4g}]" if s.n > 1 else ""
-  return [str(s.n), f"{s.mean:.4g}{ci}", f"{s.median:.4g}"]
-
-
-def reach_cell(reached: Sequence[int], runs: int) -> str:
-  """`median 150 (1 of 3 censored)` (censored_median); `not by half (...)` if it is None."""
-  median = censored_median(reached, runs)
-  censored = f"({runs - len(reached)} of {runs} censored)"
-  return f"median {median} {censored}" if median is not None else f"not by half {censored}"
-
-
-def _p(p: float) -> str:
-  return f"{p:.2g}" if math.isfinite(p) else "–"
-
-
-def _effect(c: Comparison, log: bool) -> str:
-  """`-0.3 [-0.5, -0.1]`, or under `log` the ratio `0.9372× [0.8981, 0.9779]`."""
-  if not math.isfinite(c.diff):
-    return "–"
-  num = "{:.4g}" if log else "{:+.3g}"  # a ratio near 1 needs its 4th digit
-  ci = f" [{num.format(c.lo)}, {num.format(c.hi)}]" if math.isfinite(c.lo) else ""
-  return num.format(c.diff) + ("×" if log else "") + ci
-
-
-def markdown(found: list[Comparison], base: str, n_base: int, mode: str, log: bool) -> str:
-  """The comparisons with the baseline `base` (of `n_base` values) as a markdown table: n,
-  effect [95% CI], g, p, Holm's p, verdict, Fisher's p (Holm's), and a one-line legend."""
-  effect = f"ratio to {base} [95% CI]" if log else f"Δ vs {base} [95% CI]"
-  lines = [f"| group | n | {effect} | Hedges' g | p | p (Holm) | verdict | diverged: p (Holm) |",
-           "|" + "---|" * 8]
-  for c in found:
-    g = f"{c.g:+.2f}" if math.isfinite(c.g) else "–"
-    lines.append(f"| {c.group} | {c.n} | {_effect(c, log)} | {g} | {_p(c.p)} | {_p(c.p_holm)} "
-                 f"| {c.verdict} | {_p(c.div_p)} ({_p(c.div_p_holm)}) |")
-  what = ("ratio of geometric means (Welch, g and p on log values)" if log
-          else "difference of means (Welch)")
-  legend = (f"Baseline {base} (n={n_base}). Effect: {what} with its 95% CI (unadjusted); "
-            f"g: Hedges' g; p: Welch's t-test, Holm-adjusted over the {len(found)} comparisons; "
-            f"verdict at α = {ALPHA:g}, {'lower' if mode == 'min' else 'higher'} is better; "
-            "diverged: Fisher's exact test of diverged/runs, Holm-adjusted.")
-  return "\n".join(lines) + "\n\n" + legend
