@@ -198,11 +198,12 @@ def render(workdir: str, docs: str, sections: list[Section], command: str,
     fills[f"figure:{s.key}"] = f"![{s.key}](report/{s.key}/compare.png)"
     fills[f"wall:{s.key}"] = (f"{times[s.directory] / 60:.1f} min" if s.directory in times
                               else "not timed")
-    if s.samples:  # (jax: imported only where needed)
+    used = lambda name: "{{" + f"{name}:{s.key}" + "}}" in text  # costly fills only if used
+    if s.samples and used("samples"):  # (jax: imported only where needed)
       from rnn_research.experiments import report_samples
       fills[f"samples:{s.key}"] = report_samples.markdown(os.path.join(workdir, s.directory),
                                                           list(s.group_by) or None)
-    if s.per_step:
+    if s.per_step and used("per_step"):
       from rnn_research.experiments import report_filtering
       fills[f"per_step:{s.key}"] = report_filtering.figure(
           os.path.join(workdir, s.directory), os.path.join(out, "per_step.png"),
