@@ -222,7 +222,8 @@ def markdown_table(rows: list[Row], threshold: float | None = None, log: bool = 
   head += ["diverged", *extra, "steps/s"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in rows:
-    cells = [r.group, str(r.runs), *stats_table.final_cells(r.finals, log), stats_table.mean_std_cell(r.bests)]
+    cells = [r.group, str(r.runs), *stats_table.final_cells(r.finals, log),
+             stats_table.mean_std_cell(r.bests)]
     cells += [stats_table.reach_cell(r.reach_steps, r.runs)] if threshold is not None else []
     cells += [f"{r.states.get('diverged', 0)}/{r.runs}"] + [str(r.states.get(s, 0)) for s in extra]
     cells.append(f"{r.steps_per_sec:.1f}" if r.steps_per_sec is not None else "–")

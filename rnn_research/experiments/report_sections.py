@@ -6,8 +6,8 @@ its geometric mean and an effect a ratio with its CI. Accuracy and bits per char
 a bounded or log scale, are compared as they are (`log=False`).
 
 A section renders `{{table:<key>}}`, `{{figure:<key>}}`, `{{wall:<key>}}`,
-`{{trained:<key>}}`, `{{samples:<key>}}` and `{{per_step:<key>}}` in docs/REPORT.template.md (experiments/report.py); sections of one sweep
-share its directory (`sweep`), so it trains once.
+`{{trained:<key>}}`, `{{samples:<key>}}` and `{{per_step:<key>}}` in docs/REPORT.template.md
+(experiments/report.py); sections of one sweep share its directory (`sweep`), so it trains once.
 """
 from __future__ import annotations
 
