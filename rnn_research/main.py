@@ -17,11 +17,10 @@ Exit codes: 0 done (or preempted by SIGTERM or Ctrl-C after saving), 2 bad input
 import copy
 import sys
 
-import jax
 from absl import app, flags, logging
 
-from rnn_research.cli import define_config_flag, parse_flags
-from rnn_research.training import data_parallel, lock, train
+from rnn_research.cli import define_config_flag, parse_flags, train_runs
+from rnn_research.training import data_parallel
 
 FLAGS = flags.FLAGS
 define_config_flag("config", "Config file (configs/*.py[:arg]), from any directory.")
@@ -55,26 +54,15 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.multihost:
     data_parallel.initialize_multihost()
-  try:
-    if FLAGS.seeds is None:
-      configs, workdirs = [FLAGS.config], [FLAGS.workdir]
-    else:
+  if FLAGS.seeds is None:
+    configs, workdirs = [FLAGS.config], [FLAGS.workdir]
+  else:
+    try:
       configs, workdirs = _per_seed(FLAGS.config, FLAGS.seeds, FLAGS.workdir)
-    for workdir in workdirs if jax.process_index() == 0 else ():  # the writing process
-      lock.check_free(workdir)  # a busy workdir fails at once, before the model is built
-    if FLAGS.seeds is None:
-      train.train_and_evaluate(FLAGS.config, FLAGS.workdir, FLAGS.overwrite)
-    else:
-      train.train_seeds(configs, workdirs, FLAGS.overwrite)
-  except train.Diverged as err:
-    logging.error("%s", err)
-    sys.exit(3)
-  except KeyboardInterrupt:  # before the loop, or a second Ctrl-C: the last checkpoint stays
-    logging.warning("interrupted; rerun the same command to resume from the last checkpoint")
-    sys.exit(130)
-  except ValueError as err:
-    logging.error("bad input: %s", err)
-    sys.exit(2)
+    except ValueError as err:
+      logging.error("bad input: %s", err)
+      sys.exit(2)
+  sys.exit(train_runs(configs, workdirs, FLAGS.overwrite))
 
 
 if __name__ == "__main__":

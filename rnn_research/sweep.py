@@ -2,10 +2,13 @@
 
   python -m rnn_research.sweep --config=configs/ablations/norm_placement.py --workdir=runs/norm \
       [--parallel=2] [--dry_run] [--only=REGEX] [--seeds_mode=auto|vmap|processes] \
-      [--config.<key>=<value> ...] [--rerun_changed] [--backend=local|ray --ray_address=ADDR]
+      [--config.<key>=<value> ...] [--rerun_changed] [--noworkers] \
+      [--backend=local|ray --ray_address=ADDR]
 
-Each member is a `python -m rnn_research.main` process writing `--workdir/<member name>`
-(`--dry_run` prints these commands); rerunning skips what is done and resumes the rest.
+Each member trains as `python -m rnn_research.main` would, writing `--workdir/<member name>`
+(`--dry_run` prints these commands): locally in a worker process per slot that trains its
+members one after another (`--noworkers`: one `main` process per member), on Ray as a `main`
+process each. Rerunning skips what is done and resumes the rest.
 `--config.<key>=<value>` overrides a key of every member (e.g. `--config.train.steps=20` for a
 smoke test); a member that sets the key too is refused. A member whose run on disk was trained
 with another config than the sweep file now gives it stops the sweep before anything runs;
@@ -32,6 +35,8 @@ flags.DEFINE_enum("seeds_mode", "auto", ["auto", "vmap", "processes"],
 flags.DEFINE_bool("rerun_changed", False, "Move the runs of members whose config changed "
                   "since they ran to <workdir>.replaced-<time>/ and train them afresh.")
 flags.DEFINE_enum("backend", "local", ["local", "ray"], "Where members run.")
+flags.DEFINE_bool("workers", True, "Train each slot's members one after another in one process "
+                  "that stays up (--noworkers: a `main` process per member).")
 flags.DEFINE_string("ray_address", None, "Ray cluster address for --backend=ray ('auto', "
                     "'ray://host:10001'); none starts a local Ray instance.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -62,7 +67,7 @@ def main(argv: list[str]) -> None:
         FLAGS.config, FLAGS.workdir, parallel=FLAGS.parallel, dry_run=FLAGS.dry_run,
         only=FLAGS.only, seeds_mode=FLAGS.seeds_mode, backend=FLAGS.backend,
         ray_address=FLAGS.ray_address, overrides=tuple(OVERRIDES),
-        rerun_changed=FLAGS.rerun_changed)
+        rerun_changed=FLAGS.rerun_changed, workers=FLAGS.workers)
   except ValueError as err:  # SweepError included
     print(f"bad input: {err}", file=sys.stderr)
     sys.exit(2)

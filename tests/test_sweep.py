@@ -66,9 +66,9 @@ def _env() -> dict[str, str]:
 
 
 def run_cli(config: str, workdir: Path, *flags: str, module: str = "rnn_research.sweep",
-            ) -> subprocess.CompletedProcess:
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
   args = [sys.executable, "-m", module, f"--config={config}", f"--workdir={workdir}", *flags]
-  return subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True,
+  return subprocess.run(args, cwd=ROOT, env=env or _env(), capture_output=True, text=True,
                         timeout=TIMEOUT)
 
 
@@ -125,7 +125,9 @@ def tiny_sweep(tmp_path_factory):
   config.train.steps = 2  # only train.steps may differ when a run resumes
   train.train_and_evaluate(config, str(workdir / RESUMED))
   write_status(str(workdir / RESUMED), state="preempted")
-  proc = checked(run_cli(path, workdir, "--parallel=2"))  # seeds_mode=auto: processes on CPU
+  own_cache = {k: v for k, v in _env().items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  # seeds_mode=auto: processes on CPU, compiling through the sweep's own cache
+  proc = checked(run_cli(path, workdir, "--parallel=2", env=own_cache))
   return path, workdir, proc
 
 
@@ -237,6 +239,16 @@ def test_child_env_limits_threads(monkeypatch):
     assert str(ROOT) in paths and "/elsewhere" in paths
   monkeypatch.delenv("XLA_FLAGS")
   assert launch.child_env(1)["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=false"
+
+
+def test_child_env_compiles_through_the_sweeps_cache_unless_one_is_named(monkeypatch, tmp_path):
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  assert "JAX_COMPILATION_CACHE_DIR" not in launch.child_env(1)  # no workdir: no cache
+  env = launch.child_env(1, str(tmp_path))
+  assert env["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / launch.CACHE_DIR)
+  assert env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0"
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/theirs")
+  assert launch.child_env(1, str(tmp_path))["JAX_COMPILATION_CACHE_DIR"] == "/theirs"
 
 
 def test_core_slices_partition_this_machines_cores():
@@ -387,6 +399,7 @@ def test_sweep_trains_every_member(tiny_sweep):
   assert manifest["doc"].startswith("A tiny test sweep")
   # seeds_mode=auto runs seeds as separate processes on the CPU: one job (log) per member
   assert sorted(p.name for p in (workdir / "logs").iterdir()) == sorted(f"{n}.log" for n in NAMES)
+  assert any((workdir / launch.CACHE_DIR).iterdir())  # the members compiled through its cache
 
   metrics = []
   for seed, name in enumerate(GOOD):

@@ -297,16 +297,16 @@ def test_a_third_signal_kills_jobs_that_do_not_exit(tmp_path):
 # ---------------------------------------------------------------------- real sweeps (slow)
 
 
-def processes_with(text: str) -> list[int]:
-  """The pids of the processes whose command line contains `text`."""
-  pids = []
-  for entry in Path("/proc").iterdir():
+def children(pid: int) -> list[int]:
+  """The pids of the processes whose parent is `pid`."""
+  found = []
+  for stat in Path("/proc").glob("[0-9]*/stat"):
     try:
-      if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().decode(errors="replace"):
-        pids.append(int(entry.name))
-    except OSError:
+      if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+        found.append(int(stat.parent.name))
+    except (OSError, IndexError, ValueError):
       pass  # exited meanwhile
-  return pids
+  return found
 
 
 def wait_for(condition, seconds: float = TIMEOUT) -> None:
@@ -317,18 +317,21 @@ def wait_for(condition, seconds: float = TIMEOUT) -> None:
 
 
 @pytest.mark.slow  # trains a real sweep through its CLI, then stops it
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_every_member_and_leaves_no_process(tmp_path, signum):
+@pytest.mark.parametrize("signum,workers", [(signal.SIGTERM, "--workers"),
+                                            (signal.SIGINT, "--workers"),
+                                            (signal.SIGTERM, "--noworkers")])
+def test_a_signal_stops_every_member_and_leaves_no_process(tmp_path, signum, workers):
   path, workdir = write_sweep(tmp_path), tmp_path / "runs"
   sweep = subprocess.Popen(cli(f"--config={path}", f"--workdir={workdir}", "--parallel=2",
-                               "--seeds_mode=processes", "--config.train.steps=100000"),
+                               "--seeds_mode=processes", "--config.train.steps=100000",
+                               workers),
                            cwd=ROOT, env=env(), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
   try:  # both members are training (past their first checkpoint) when the signal comes
     wait_for(lambda: all(any(p.name.isdigit() for p in (workdir / n / "checkpoints").glob("*"))
                          for n in NAMES) or sweep.poll() is not None)
     assert sweep.poll() is None, sweep.communicate()
-    members = [p for p in processes_with(str(workdir)) if p != sweep.pid]
+    members = children(sweep.pid)  # the members' processes, or the two workers
     assert len(members) == 2, members
     sweep.send_signal(signum)
     stdout, stderr = sweep.communicate(timeout=TIMEOUT)
@@ -336,7 +339,7 @@ def test_a_signal_stops_every_member_and_leaves_no_process(tmp_path, signum):
     if sweep.poll() is None:
       sweep.kill()
   assert sweep.returncode == 128 + signum, (stdout, stderr)
-  assert processes_with(str(workdir)) == []  # no member outlived the sweep
+  assert not [p for p in members if Path(f"/proc/{p}").exists()]  # none outlived the sweep
   name = signal.Signals(signum).name
   assert f"{name}: sent {name} to 2 running job(s)" in stdout
   summary = SUMMARY.findall(stdout)
@@ -348,7 +351,7 @@ def test_a_signal_stops_every_member_and_leaves_no_process(tmp_path, signum):
     assert states == ["preempted", "preempted"] and summary[0][3] == "2"
     steps = [read_status(str(workdir / n))["step"] for n in NAMES]
     proc = run(f"--config={path}", f"--workdir={workdir}", "--parallel=2",
-               "--seeds_mode=processes", f"--config.train.steps={max(steps) + 2}")
+               "--seeds_mode=processes", f"--config.train.steps={max(steps) + 2}", workers)
     assert SUMMARY.findall(proc.stdout)[0][:3] == ("2", "0", "0")
     for n, step in zip(NAMES, steps):
       assert f"resumed from step {step}" in (workdir / "logs" / f"{n}.log").read_text()
@@ -402,8 +405,8 @@ def test_a_smoke_test_override_then_the_full_run_extends_it(tmp_path):
   lines = proc.stdout.splitlines()
   start = next(k for k, l in enumerate(lines) if l.startswith(f"sweep {path} in {workdir}:"))
   assert lines[start].endswith(": 1 member(s), 1 to run as 1 job(s), 0 skipped as done, "
-                               "parallel 1, backend local, overrides train.steps=2 "
-                               "task.length=10")
+                               "parallel 1, backend local, in workers, overrides "
+                               "train.steps=2 task.length=10")
   member = next(k for k, l in enumerate(lines) if l.startswith("[1/1] seed=0: completed in "))
   assert start < member and "(0 running, 0 failed)" in lines[member]
   assert json.loads((workdir / "seed=0" / "config.json").read_text())["train"]["steps"] == 2

@@ -87,14 +87,16 @@ def plan(swp: sweep_spec.Sweep, workdir: str, indices: list[int], vmap_seeds: bo
   jobs = []
   for members in groups.values():
     first = members[0]
+    request = {"sweep": swp.config_arg, "overrides": list(swp.overrides), "indices": members,
+               "workdirs": [os.path.join(workdir, swp.names[i]) for i in members]}
     if len(members) == 1:
-      jobs.append(Job([swp.names[first]], member_argv(swp, swp.members[first],
-                                                      os.path.join(workdir, swp.names[first]))))
-      continue
-    rest = {k: v for k, v in swp.members[first].items() if k != "train.seed"}
-    seeds = ",".join(str(swp.members[i]["train.seed"]) for i in members)
-    argv = member_argv(swp, rest, os.path.join(workdir, _seed_template(swp, first)))
-    jobs.append(Job([swp.names[i] for i in members], argv + [f"--seeds={seeds}"]))
+      argv = member_argv(swp, swp.members[first], request["workdirs"][0])
+    else:
+      rest = {k: v for k, v in swp.members[first].items() if k != "train.seed"}
+      seeds = ",".join(str(swp.members[i]["train.seed"]) for i in members)
+      argv = member_argv(swp, rest, os.path.join(workdir, _seed_template(swp, first)))
+      argv += [f"--seeds={seeds}"]
+    jobs.append(Job([swp.names[i] for i in members], argv, request))
   return jobs, skipped
 
 
@@ -209,7 +211,7 @@ def _print_plan(swp: sweep_spec.Sweep, indices: list[int], jobs: list[Job], skip
 def run_sweep(config_arg: str, workdir: str, *, parallel: int = 1, dry_run: bool = False,
               only: str | None = None, seeds_mode: str = "auto", backend: str = "local",
               ray_address: str | None = None, overrides: tuple[str, ...] = (),
-              rerun_changed: bool = False,
+              rerun_changed: bool = False, workers: bool = True,
               out: Callable[[str], None] = functools.partial(print, flush=True)
               ) -> dict[str, int]:
   """Checks and runs a sweep; returns the count of members per outcome (OUTCOMES), and as
@@ -217,7 +219,8 @@ def run_sweep(config_arg: str, workdir: str, *, parallel: int = 1, dry_run: bool
   `overrides` (`key=value`) apply to every member. Bad input (the sweep file, `only`,
   `parallel`, `overrides`, members whose run on disk has another config unless
   `rerun_changed`) raises ValueError before anything runs or is written; a signal raises
-  Interrupted once the running members have exited."""
+  Interrupted once the running members have exited. With `workers` (backend local) each slot's
+  members train in one process that stays up (worker.py), not in a process each."""
   from rnn_research.training import train  # the check builds each member's model and task
 
   if parallel < 1:
@@ -242,12 +245,15 @@ def run_sweep(config_arg: str, workdir: str, *, parallel: int = 1, dry_run: bool
   out(f"sweep {swp.config_arg} in {workdir}: {len(indices)} member(s), "
       f"{len(indices) - len(skipped)} to run as {len(jobs)} job(s), {len(skipped)} skipped as "
       f"done, parallel {parallel}, backend {backend}"
+      + (", in workers" if workers and backend == "local" else "")
       + (f", overrides {' '.join(swp.overrides)}" if swp.overrides else ""))
-  return _run(jobs, workdir, skipped, len(indices), parallel, backend, ray_address, out)
+  return _run(jobs, workdir, skipped, len(indices), parallel, backend, ray_address, workers,
+              out)
 
 
 def _run(jobs: list[Job], workdir: str, skipped: list[str], total: int, parallel: int,
-         backend: str, ray_address: str | None, out: Callable[[str], None]) -> dict[str, int]:
+         backend: str, ray_address: str | None, workers: bool,
+         out: Callable[[str], None]) -> dict[str, int]:
   tally, started = _Tally(workdir, skipped, total, len(jobs), parallel, out), time.time()
   if skipped:
     out(f"skipping {len(skipped)} member(s) already done: {', '.join(skipped)}")
@@ -256,7 +262,7 @@ def _run(jobs: list[Job], workdir: str, skipped: list[str], total: int, parallel
     cores = max(1, len(launch.core_slices(parallel)[0]))
     launch.run_ray(jobs, workdir, ray_address, cores, tally.report)
   else:
-    signum = launch.run_local(jobs, workdir, parallel, tally.report, out)
+    signum = launch.run_local(jobs, workdir, parallel, tally.report, out, workers)
   out(tally.summary(time.time() - started, signum))
   counts = {**tally.counts, "skipped": len(skipped)}
   if signum:
