@@ -2,10 +2,10 @@
 
 `parse_flags` is absl's parsing with every bad flag, override or config file reported as one
 line (`bad input: ...`) and exit code 2. `train_runs` trains configs as `main` does and
-returns main's exit code (the sweep's in-process workers call it too). `define_config_flag` defines `--config=file.py[:arg]`
-(ml_collections' config file flag) so that a config file loads from any directory: the
-directory that holds its top-level package (e.g. the repository, for `configs/tasks/x.py`)
-is put on `sys.path` first, so `from configs import default` works.
+returns main's exit code (the sweep's workers call it too). `define_config_flag` defines
+`--config=file.py[:arg]` (ml_collections' config file flag) so that a config file loads from
+any directory: the directory that holds its top-level package (e.g. the repository, for
+`configs/tasks/x.py`) is put on `sys.path` first, so `from configs import default` works.
 """
 import os
 import sys

@@ -165,13 +165,46 @@ def _add_time(workdir: str, key: str, counts: dict[str, int], started: float) ->
     atomic.write_json(os.path.join(workdir, TIMES), times)
 
 
+def section_fills(workdir: str, docs: str, s: Section, text: str, times: dict[str, float],
+                  code: str) -> dict[str, str]:
+  """The placeholders of section `s` (table, figure, wall, trained, samples, per_step) from its
+  sweep on disk; the costly samples and per-step figure only where the template `text` uses
+  them."""
+  from rnn_research.experiments import compare
+
+  directory, out = os.path.join(workdir, s.directory), os.path.join(docs, "report", s.key)
+  fills = {f"{name}:{s.key}": "" for name in ("figure", "wall", "trained", "samples",
+                                               "per_step")}
+  if not os.path.isdir(directory):
+    fills[f"table:{s.key}"] = f"*(not run yet: `python -m rnn_research.report --only={s.key}`)*"
+    return fills
+  group_by = list(s.group_by) or None
+  table = compare.report(directory, s.metric, group_by, s.threshold, s.mode, out, s.ylim,
+                         log=s.log, importance=s.importance)
+  t = trained(directory, code)
+  fills[f"table:{s.key}"] = ((stale_line(t) + "\n\n" if t.stale else "")
+                             + table.rsplit("\n\nmetric:", 1)[0].rstrip("\n"))
+  fills[f"trained:{s.key}"] = t.commits
+  fills[f"figure:{s.key}"] = f"![{s.key}](report/{s.key}/compare.png)"
+  fills[f"wall:{s.key}"] = (f"{times[s.directory] / 60:.1f} min" if s.directory in times
+                            else "not timed")
+  used = lambda name: "{{" + f"{name}:{s.key}" + "}}" in text  # noqa: E731
+  if s.samples and used("samples"):  # (jax: imported only where needed)
+    from rnn_research.experiments import report_samples
+    fills[f"samples:{s.key}"] = report_samples.markdown(directory, group_by)
+  if s.per_step and used("per_step"):
+    from rnn_research.experiments import report_filtering
+    fills[f"per_step:{s.key}"] = report_filtering.figure(
+        directory, os.path.join(out, "per_step.png"), group_by,
+        link=f"report/{s.key}/per_step.png")
+  return fills
+
+
 def render(workdir: str, docs: str, sections: list[Section], command: str,
            code: str | None = None) -> str:
   """Fills the template's placeholders from the sweeps on disk, a sweep with runs stale
   against the fingerprint `code` (default: the current one) under a STALE line; returns
   REPORT.md's text."""
-  from rnn_research.experiments import compare
-
   code = code or provenance.code_fingerprint()
   with open(os.path.join(docs, "REPORT.template.md"), encoding="utf-8") as f:
     text = f.read()
@@ -181,35 +214,10 @@ def render(workdir: str, docs: str, sections: list[Section], command: str,
            "total_wall": f"{sum(times.values()) / 60:.0f} minutes"}
   walls = ["| sweep | wall | trained at |", "|---|---|---|"]
   for s in sections:
-    out = os.path.join(docs, "report", s.key)
-    fills[f"samples:{s.key}"] = fills[f"per_step:{s.key}"] = ""
-    if not os.path.isdir(os.path.join(workdir, s.directory)):
-      fills[f"table:{s.key}"] = f"*(not run yet: `python -m rnn_research.report --only={s.key}`)*"
-      fills[f"figure:{s.key}"] = fills[f"wall:{s.key}"] = fills[f"trained:{s.key}"] = ""
-      walls += [] if s.sweep else [f"| `{s.config}` | not run yet | – |"]
-      continue
-    table = compare.report(os.path.join(workdir, s.directory), s.metric,
-                           list(s.group_by) or None, s.threshold, s.mode, out, s.ylim,
-                           log=s.log, importance=s.importance)
-    t = trained(os.path.join(workdir, s.directory), code)
-    fills[f"table:{s.key}"] = ((stale_line(t) + "\n\n" if t.stale else "")
-                               + table.rsplit("\n\nmetric:", 1)[0].rstrip("\n"))
-    fills[f"trained:{s.key}"] = t.commits
-    fills[f"figure:{s.key}"] = f"![{s.key}](report/{s.key}/compare.png)"
-    fills[f"wall:{s.key}"] = (f"{times[s.directory] / 60:.1f} min" if s.directory in times
-                              else "not timed")
-    used = lambda name: "{{" + f"{name}:{s.key}" + "}}" in text  # costly fills only if used
-    if s.samples and used("samples"):  # (jax: imported only where needed)
-      from rnn_research.experiments import report_samples
-      fills[f"samples:{s.key}"] = report_samples.markdown(os.path.join(workdir, s.directory),
-                                                          list(s.group_by) or None)
-    if s.per_step and used("per_step"):
-      from rnn_research.experiments import report_filtering
-      fills[f"per_step:{s.key}"] = report_filtering.figure(
-          os.path.join(workdir, s.directory), os.path.join(out, "per_step.png"),
-          list(s.group_by) or None, link=f"report/{s.key}/per_step.png")
+    fills.update(section_fills(workdir, docs, s, text, times, code))
     if not s.sweep:
-      walls.append(f"| `{s.config}` | {fills[f'wall:{s.key}']} | {t.commits} |")
+      wall, commits = fills[f"wall:{s.key}"], fills[f"trained:{s.key}"]
+      walls.append(f"| `{s.config}` | {wall or 'not run yet'} | {commits or '–'} |")
   fills["wall_table"] = "\n".join(walls)
   missing = sorted({m for m in re.findall(r"\{\{([^}]+)\}\}", text)} - set(fills))
   if missing:
