@@ -1,11 +1,10 @@
 """Command-line plumbing shared by the entry points.
 
 `parse_flags` is absl's parsing with every bad flag, override or config file reported as one
-line (`bad input: ...`) and exit code 2. `train_runs` trains configs as `main` does and
-returns main's exit code (the sweep's workers call it too). `define_config_flag` defines
-`--config=file.py[:arg]` (ml_collections' config file flag) so that a config file loads from
-any directory: the directory that holds its top-level package (e.g. the repository, for
-`configs/tasks/x.py`) is put on `sys.path` first, so `from configs import default` works.
+line (`bad input: ...`) and exit code 2. `define_config_flag` defines `--config=file.py[:arg]`
+(ml_collections' config file flag) so that a config file loads from any directory: the
+directory that holds its top-level package (e.g. the repository, for `configs/tasks/x.py`)
+is put on `sys.path` first, so `from configs import default` works.
 """
 import os
 import sys
@@ -13,7 +12,7 @@ import traceback
 from typing import Any
 
 import ml_collections
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from rnn_research.training import config_path
@@ -94,27 +93,3 @@ def parse_flags(argv: list[str]) -> list[str]:
                  "valid keys are those of the config file (see configs/default.py)")
     print(f"bad input: {message}", file=sys.stderr)
     sys.exit(2)
-
-
-def train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str],
-               overwrite: bool = False) -> int:
-  """Trains `configs[k]` into `workdirs[k]` (several: seeds of one model, vmapped) and returns
-  the exit code of `main`: 0 done (or preempted after saving), 2 bad input (logged as one
-  line), 3 diverged, 130 interrupted before the loop (the last checkpoint stays)."""
-  import jax  # deferred: parsing flags needs none of the trainer
-
-  from rnn_research.training import lock, train
-  try:
-    for workdir in workdirs if jax.process_index() == 0 else ():  # the writing process
-      lock.check_free(workdir)  # a busy workdir fails at once, before the model is built
-    train.train_seeds(configs, workdirs, overwrite)
-  except train.Diverged as err:
-    logging.error("%s", err)
-    return 3
-  except KeyboardInterrupt:  # before the loop, or a second Ctrl-C: the last checkpoint stays
-    logging.warning("interrupted; rerun the same command to resume from the last checkpoint")
-    return 130
-  except ValueError as err:
-    logging.error("bad input: %s", err)
-    return 2
-  return 0

@@ -19,7 +19,8 @@ import sys
 
 from absl import app, flags, logging
 
-from rnn_research.cli import define_config_flag, parse_flags, train_runs
+from rnn_research.cli import define_config_flag, parse_flags
+from rnn_research.experiments.member import train_runs
 from rnn_research.training import data_parallel
 
 FLAGS = flags.FLAGS

@@ -5,7 +5,7 @@ a member does not pay what a process of its own pays before its first step: star
 and importing jax, flax and orbax, about 3 s of a 10-30 s member on 2 cores. A member trains
 exactly as `python -m rnn_research.main` trains it: the config that `sweep_spec` builds from
 the sweep file (the one the sweep checks and compares with each run's config.json),
-`cli.train_runs`, the same files and exit code. While it trains, the process's stdout and
+`member.train_runs`, the same files and exit code. While it trains, the process's stdout and
 stderr (file descriptors 1 and 2) are its log.
 
 Protocol, one JSON object per line. In: {"sweep": "file.py[:arg]", "overrides": [
@@ -28,8 +28,8 @@ from typing import IO, Any, Callable, Iterator
 
 from absl import app, logging
 
-from rnn_research.cli import train_runs
 from rnn_research.experiments import sweep_spec
+from rnn_research.experiments.member import train_runs
 from rnn_research.experiments.launch import Job, log_path
 
 ARGV = [sys.executable, "-m", "rnn_research.experiments.worker"]
