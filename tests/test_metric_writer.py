@@ -148,6 +148,23 @@ def test_log_heatmaps_share_one_fixed_scale_with_a_colour_bar():
   assert bar.get_ylim() == pytest.approx(LOG_RANGE)
 
 
+@pytest.mark.parametrize("shape", [(1, 150), (3, 40), (20, 7)])
+def test_heatmaps_redrawn_over_a_cached_frame_equal_whole_drawings(shape):
+  """On a fixed range only the cells are redrawn: the pixels equal a drawing from scratch, and
+  the previous image's cells do not survive into the next."""
+  rng = np.random.default_rng(shape[0])
+  def whole(x, **kw):
+    fig = heatmap_figure(x, **kw)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3]
+
+  for kw in ({"log": True, "labels": ("step t", "layer")}, {"vrange": (-1.0, 1.0)}):
+    for _ in range(3):
+      x = 10.0 ** rng.uniform(-10, 4, shape) * rng.choice([-1, 1], shape)
+      x.flat[rng.integers(x.size)] = np.nan
+      np.testing.assert_array_equal(heatmap_rgb(x, **kw), whole(x, **kw))
+
+
 def test_heatmap_clips_and_marks_nonfinite():
   x = np.array([[1e-20, 0.0, 1e9], [np.nan, np.inf, -np.inf]])
   img = heatmap_rgb(x, log=True)

@@ -94,3 +94,18 @@ def test_ekf_is_near_but_not_at_the_optimum_on_the_default_set():
   task = pendulum.Pendulum({}, 64, 0)
   m = task.evaluate(lambda b: task.filter(b["x"]))
   assert 1.0 < m["ekf_over_pf"] < 1.05                     # 1.013 measured (2,000 particles)
+
+
+def test_particle_filter_reference_is_computed_once_per_task_config(monkeypatch):
+  """A sweep's worker trains many members of one task config: the reference runs once."""
+  calls = []
+  real = pendulum.Pendulum.particle_filter
+  monkeypatch.setattr(pendulum.Pendulum, "particle_filter",
+                      lambda self, obs: calls.append(1) or real(self, obs))
+  cfg = dict(SMALL, eval_size=8, num_particles=50, damping=0.123)  # a config no other test uses
+  first = pendulum.Pendulum(cfg, 16, 0)._pf
+  again = pendulum.Pendulum(cfg, 16, 5)._pf  # another member's seed: the same held-out set
+  other = pendulum.Pendulum(dict(cfg, obs_noise=0.5), 16, 0)._pf
+  assert len(calls) == 2 and again is first and not np.array_equal(other, first)
+  np.testing.assert_array_equal(first, real(pendulum.Pendulum(cfg, 16, 0),
+                                            pendulum.Pendulum(cfg, 16, 0)._eval["x"]))
