@@ -5,8 +5,9 @@ Each member trains as `python -m rnn_research.main --config=<sweep file>
 as a run of its own (a dry run prints these commands); locally in its slot's worker
 (worker.py) unless `workers` is off, on Ray as that process. Members that differ only in
 `train.seed` may run as one vmapped program (`main --seeds=...`); seeds_mode `auto` does so
-on accelerators and not on CPU, where it was measured slower. Rerunning skips completed and diverged members and resumes the others
-from their checkpoints; a member that diverges or fails is recorded and the sweep goes on.
+on accelerators and not on CPU, where it was measured slower. Rerunning skips completed and
+diverged members and resumes the others from their checkpoints; a member that diverges or
+fails is recorded and the sweep goes on.
 Every member is checked before anything runs, and so is every run on disk: a member whose
 config.json differs from what the sweep file now gives it stops the sweep, unless
 `rerun_changed` moves its old run aside (sweep_changes.py). `DIR/sweep.json` lists the members;
