@@ -66,16 +66,16 @@ def ours(cell: str, size: Size, data: dict[str, np.ndarray], label: str,
   model = build(config, in_features=f, out_features=1, rngs=nnx.Rngs(0))
   tx = optax.adam(LEARNING_RATE)
   graphdef, state = fresh_state(model, tx)
-  step = jax.jit(train_step_fn(graphdef, REGRESSION, tx))
-  batch, seed = jax.device_put(data), np.uint32(0)
+  step = jax.jit(train_step_fn(graphdef, REGRESSION, optax.adam))
+  batch, seed, lr = jax.device_put(data), np.uint32(0), np.float32(LEARNING_RATE)
   held = [state]
 
   def call() -> tuple[Any, Any]:
-    held[0], metrics = step(held[0], batch, seed)
+    held[0], metrics = step(held[0], batch, seed, lr)
     return held[0], metrics
 
   (_, metrics), seconds = first_call(call)
-  mem = memory_mb(step.lower(state, batch, seed).compile())
+  mem = memory_mb(step.lower(state, batch, seed, lr).compile())
   return Bench(f"ours[{label}]", call, compile_s=f"{seconds:.2f}", mem_mb=mem,
                loss=float(metrics["train/loss"]))
 

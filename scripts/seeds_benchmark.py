@@ -39,8 +39,9 @@ def measure(cell: str, hidden: int, k: int, steps: int, reps: int) -> tuple[floa
     c.model.cell, c.model.hidden_size, c.train.seed = cell, hidden, seed
     configs.append(c)
   built = [train.init_state(c) for c in configs]
-  task, graphdef, _, tx = built[0]
-  step = train.train_step_fn(graphdef, task, tx)
+  task, graphdef, _, optimizer = built[0]
+  step = train.train_step_fn(graphdef, task, optimizer)
+  lr = np.float32(configs[0].train.learning_rate)
   single, batched = jax.jit(step), jax.jit(jax.vmap(step))
   states = [b[2] for b in built]
   batches = [[b[0].train_batch(s) for s in range(steps)] for b in built]
@@ -53,13 +54,14 @@ def measure(cell: str, hidden: int, k: int, steps: int, reps: int) -> tuple[floa
     for i in range(k):
       state = states[i]
       for s in range(steps):
-        state, out = single(state, batches[i][s], np.uint32(i))
+        state, out = single(state, batches[i][s], np.uint32(i), lr)
     return out
 
   def vmapped():
     state, out = stacked, None
     for s in range(steps):
-      state, out = batched(state, stacked_batches[s], np.arange(k, dtype=np.uint32))
+      state, out = batched(state, stacked_batches[s], np.arange(k, dtype=np.uint32),
+                           np.full(k, lr))
     return out
 
   return k * steps / _time(sequential, reps), k * steps / _time(vmapped, reps)

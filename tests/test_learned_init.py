@@ -183,9 +183,9 @@ def test_trained_by_the_trainer(tmp_path):
   config.task.length, config.task.eval_size = 8, 4
   config.model.update(cell="gru", hidden_size=H, num_layers=2, learned_initial_state=True)
   config.train.batch_size = 4
-  task, graphdef, state, tx = train.init_state(config)
-  step = jax.jit(train.train_step_fn(graphdef, task, tx))
-  new, _ = step(state, task.train_batch(0), np.uint32(0))
+  task, graphdef, state, optimizer = train.init_state(config)
+  step = jax.jit(train.train_step_fn(graphdef, task, optimizer))
+  new, _ = step(state, task.train_batch(0), np.uint32(0), np.float32(config.train.learning_rate))
   for l in range(2):
     np.testing.assert_array_equal(state["params"]["layers"][l]["carry_init"], 0.0)
     assert float(jnp.abs(new["params"]["layers"][l]["carry_init"]).max()) > 1e-6

@@ -40,14 +40,15 @@ def filled(carry, value: float):
 
 
 def test_window_equal_to_the_stream_is_full_bptt():
-  task, graphdef, state, tx = train.init_state(tiny(16, 16, learned_initial_state=True))
+  config = tiny(16, 16, learned_initial_state=True)
+  task, graphdef, state, optimizer = train.init_state(config)
   batch = task.stream_window(5, 16)
   assert batch["fresh"].all()  # one window per stream: every window starts one
-  step = jax.jit(train.train_step_fn(graphdef, task, tx))
-  seed = np.uint32(0)
-  with_carry, m = step({**state, "carry": filled(state["carry"], 3.0)}, batch, seed)
+  step = jax.jit(train.train_step_fn(graphdef, task, optimizer))
+  seed, lr = np.uint32(0), np.float32(config.train.learning_rate)
+  with_carry, m = step({**state, "carry": filled(state["carry"], 3.0)}, batch, seed, lr)
   plain = {k: v for k, v in state.items() if k != "carry"}
-  full, m_full = step(plain, {k: v for k, v in batch.items() if k != "fresh"}, seed)
+  full, m_full = step(plain, {k: v for k, v in batch.items() if k != "fresh"}, seed, lr)
   allclose(m, m_full)
   allclose(with_carry["params"], full["params"])
   allclose(with_carry["opt_state"], full["opt_state"])

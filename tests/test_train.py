@@ -7,6 +7,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from configs import default
@@ -80,6 +81,38 @@ def sgd_cfg(**changes):
   cfg.optimizer, cfg.learning_rate, cfg.momentum, cfg.schedule = "sgd", 1.0, 0.0, "constant"
   cfg.update(changes)
   return cfg
+
+
+@pytest.mark.parametrize("schedule", optim.SCHEDULES)
+def test_learning_rate_as_an_input_is_the_constant_bit_for_bit(schedule):
+  """The step takes the peak rate as an input (one program for a random search over it); it
+  computes exactly what the same step with the rate baked in as a constant computes."""
+  config = tiny_kalman(steps=20)
+  config.train.update(schedule=schedule, warmup_steps=5, learning_rate=0.0123)
+  task, graphdef, state, optimizer = train.init_state(config)
+  as_input = jax.jit(train.train_step_fn(graphdef, task, optimizer))
+  baked = jax.jit(train.train_step_fn(graphdef, task, lambda _: optim.optimizer(config.train)))
+  lr, seed = np.float32(config.train.learning_rate), np.uint32(0)
+  a = b = state
+  for step in range(8):  # through the warm-up and into the decay
+    a, metrics_a = as_input(a, task.train_batch(step), seed, lr)
+    b, metrics_b = baked(b, task.train_batch(step), seed, lr)
+  for x, y in zip(jax.tree.leaves((a, metrics_a)), jax.tree.leaves((b, metrics_b))):
+    np.testing.assert_array_equal(x, y)
+  # The rate is not baked in anywhere: a config at another rate lowers to the same program.
+  config.train.learning_rate = 0.05
+  _, _, _, other = train.init_state(config)
+  program = lambda opt: jax.jit(train.train_step_fn(graphdef, task, opt)).lower(  # noqa: E731
+      state, task.train_batch(0), seed, lr).as_text()
+  assert program(other) == program(optimizer)
+  assert program(lambda _: optim.optimizer(config.train)) != program(optimizer)
+
+
+def test_warmup_cosine_is_optax_warmup_cosine_decay():
+  cfg = sgd_cfg(schedule="warmup_cosine", warmup_steps=7, learning_rate=0.0123, steps=50)
+  ours, theirs = optim.schedule(cfg), optax.warmup_cosine_decay_schedule(0.0, 0.0123, 7, 50)
+  for step in range(0, 60, 3):
+    assert float(ours(step)) == float(theirs(step))
 
 
 def apply(cfg, grads):
@@ -385,10 +418,10 @@ def test_dropout_run_resumed_midway_equals_uninterrupted(tmp_path):
 
 def test_dropout_masks_change_with_the_step_and_the_seed():
   config = dropout_config(2)
-  task, graphdef, state, tx = train.init_state(config)
-  step = jax.jit(train.train_step_fn(graphdef, task, tx))
-  batch = task.train_batch(0)
-  loss = lambda s, seed: float(step(s, batch, np.uint32(seed))[1]["train/loss"])
+  task, graphdef, state, optimizer = train.init_state(config)
+  step = jax.jit(train.train_step_fn(graphdef, task, optimizer))
+  batch, lr = task.train_batch(0), np.float32(config.train.learning_rate)
+  loss = lambda s, seed: float(step(s, batch, np.uint32(seed), lr)[1]["train/loss"])
   first = loss(state, 0)
   assert loss(state, 0) == first                       # a pure function of (seed, step)
   assert loss(state, 1) != first                       # another seed, other masks

@@ -172,7 +172,7 @@ def evaluate(task: Any, predict: Predict, state: dict[str, Any]) -> dict[str, fl
 
 class Loop:
   """Trains `runs` from the (per-run) `states` at one step to `config.train.steps`; fills
-  each run's metrics and status. `step_fn` is the pure (state, batch, seed) step."""
+  each run's metrics and status. `step_fn` is the pure (state, batch, seed, learning_rate) step."""
 
   def __init__(self, runs: list[Run], graphdef: Any, step_fn: Callable, predict: Predict,
                states: list[dict[str, Any]]):
@@ -184,6 +184,8 @@ class Loop:
     self.batch_axis = int(grouped)  # of the stacked batches
     seeds = [run.config.train.seed for run in runs]
     self.seeds = np.array(seeds if grouped else seeds[0], np.uint32)
+    peaks = [run.config.train.learning_rate for run in runs]  # equal: runs differ in seeds
+    self.learning_rate = np.array(peaks if grouped else peaks[0], np.float32)
     task = runs[0].task
     self.flow = diagnostics.gradient_flow_probe(graphdef, states[0], task.loss)
     self.flow_batch = {k: v[:cfg.batch_size] for k, v in task.eval_batches()[0].items()}
@@ -236,7 +238,7 @@ class Loop:
     batch = stack([tbptt.train_batch(run.task, step, window) for run in self.runs])
     if self.mesh is not None:
       batch = data_parallel.shard_batch(self.mesh, batch, axis=self.batch_axis)
-    self.state, out = self.train_step(self.state, batch, self.seeds)
+    self.state, out = self.train_step(self.state, batch, self.seeds, self.learning_rate)
     return jax.device_get(out)
 
   def _check_train(self, out: dict[str, np.ndarray], done: int) -> None:

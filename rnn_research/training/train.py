@@ -13,6 +13,7 @@ The loop itself, of one run or of vmapped seeds: loop.py.
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable
 
@@ -60,9 +61,13 @@ def _check_train(cfg: Any) -> None:
                      f"{window!r}")
 
 
-def train_step_fn(graphdef: Any, task: Any, tx: optax.GradientTransformation
+def train_step_fn(graphdef: Any, task: Any,
+                  optimizer: Callable[[jax.Array], optax.GradientTransformation]
                   ) -> Callable[..., tuple[dict[str, Any], dict[str, jax.Array]]]:
-  """The pure step (state, batch, seed) -> (state, metrics); jit it, or vmap it over seeds.
+  """The pure step (state, batch, seed, learning_rate) -> (state, metrics); jit it, or vmap
+  it over seeds. `optimizer(learning_rate)` is the optimiser whose schedule peaks at the
+  float32 scalar `learning_rate`: an input, not a constant of the program, so that runs that
+  differ only in it (a random search) share one compiled step.
 
   Dropout draws from fold_in(PRNGKey(seed), step): like the data, a pure function of (seed,
   step), so a resumed run repeats exactly the masks an uninterrupted one would draw. A state
@@ -70,7 +75,8 @@ def train_step_fn(graphdef: Any, task: Any, tx: optax.GradientTransformation
   (tbptt.py).
   """
 
-  def train_step(state: dict[str, Any], batch: dict[str, jax.Array], seed: jax.Array):
+  def train_step(state: dict[str, Any], batch: dict[str, jax.Array], seed: jax.Array,
+                 learning_rate: jax.Array):
     key = jax.random.fold_in(jax.random.PRNGKey(seed), state["step"])
     carry = state.get("carry")
 
@@ -84,6 +90,7 @@ def train_step_fn(graphdef: Any, task: Any, tx: optax.GradientTransformation
       return loss, (nnx.split(model, nnx.Param, ...)[2].to_pure_dict(), out)
 
     (loss, (rest, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    tx = optimizer(learning_rate)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     new = {"params": optax.apply_updates(state["params"], updates), "rest": rest,
            "opt_state": opt_state, "step": state["step"] + 1}
@@ -109,11 +116,13 @@ def make_predict(graphdef: Any, state: dict[str, Any], window: int = 0
 
 
 def init_state(config: ml_collections.ConfigDict
-               ) -> tuple[Any, Any, dict[str, Any], optax.GradientTransformation]:
-  """Validate `config` and build (task, graphdef, state, tx); writes nothing anywhere."""
+               ) -> tuple[Any, Any, dict[str, Any], Callable[..., optax.GradientTransformation]]:
+  """Validate `config` and build (task, graphdef, state, optimizer); writes nothing anywhere.
+  `optimizer(learning_rate)`: `optim.optimizer` of config.train at that peak rate."""
   cfg = config.train
   _check_train(cfg)
-  tx = optim.optimizer(cfg)
+  optimizer = functools.partial(optim.optimizer, cfg)
+  tx = optimizer(cfg.learning_rate)  # checks the optimiser's choices before anything is built
   if cfg.data_parallel:
     data_parallel.batch_mesh(cfg.batch_size)  # the batch must split over the devices
   task = TASKS.get(config.task.name)(config.task, cfg.batch_size, cfg.seed)
@@ -122,7 +131,7 @@ def init_state(config: ml_collections.ConfigDict
   graphdef, state = fresh_state(model, tx)
   if cfg.get("tbptt_window", 0):  # the carried state; `fresh` replaces it at step 0
     state["carry"] = model.initial_state(cfg.batch_size)
-  return task, graphdef, state, tx
+  return task, graphdef, state, optimizer
 
 
 def fresh_state(model: nnx.Module, tx: optax.GradientTransformation
@@ -178,7 +187,7 @@ def train_seeds(configs: list[ml_collections.ConfigDict], workdirs: list[str],
   _check_seed_group(configs, workdirs)
   built = [init_state(c) for c in configs]
   states = [b[2] for b in built]
-  task, graphdef, _, tx = built[0]
+  task, graphdef, _, optimizer = built[0]
   lead = jax.process_index() == 0
   with lock.hold(*(workdirs if lead else ())):  # one writer per workdir, before any write
     done = [run_dir.finished(w, c.to_dict()) for c, w in zip(configs, workdirs)]
@@ -199,7 +208,7 @@ def train_seeds(configs: list[ml_collections.ConfigDict], workdirs: list[str],
                    **trained_under(run.workdir, code, commit))  # for the report
         if run.writer:
           run.writer.write_hparams(run_dir.flat(run.config.to_dict()), [run.task.main_metric[0]])
-      loop = Loop(runs, graphdef, train_step_fn(graphdef, task, tx),
+      loop = Loop(runs, graphdef, train_step_fn(graphdef, task, optimizer),
                   make_predict(graphdef, states[0], configs[0].train.get("tbptt_window", 0)),
                   states)
       with jax.default_matmul_precision(configs[0].train.get("matmul_precision", "default")):
