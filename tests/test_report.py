@@ -161,7 +161,7 @@ def test_render_fills_every_placeholder(report, two_sections, monkeypatch):
   assert "{{" not in text and "}}" not in text
   assert text == f"""# Report
 Made by `python -m rnn_research.report X` at {commit} on {datetime.date.today().isoformat()}; \
-the sweeps trained for 2 minutes.
+the sweeps trained for 2.0 minutes.
 
 ## a (2.0 min, at abc1234)
 {TABLE_A}
@@ -181,14 +181,14 @@ the sweeps trained for 2 minutes.
 
   (workdir / report.TIMES).write_text(json.dumps({"a": 120.0, "b": 366.0}))
   text = report.render(str(workdir), str(docs), sections, "cmd")
-  assert "trained for 8 minutes." in text  # (120 + 366) / 60 = 8.1
+  assert "trained for 8.1 minutes." in text  # (120 + 366) / 60, to the tenth as each sweep's
   assert "## a (2.0 min, at abc1234)" in text and "## b (6.1 min, at abc1234)" in text
 
 
 def test_render_without_times_file(report, two_sections):
   workdir, docs, sections = two_sections
   text = report.render(str(workdir), str(docs), sections, "cmd")
-  assert "trained for 0 minutes." in text
+  assert "trained for 0.0 minutes." in text
   assert "## a (not timed, " in text and "## b (not timed, " in text
 
 

@@ -211,7 +211,7 @@ def render(workdir: str, docs: str, sections: list[Section], command: str,
   times = _times(workdir)
   fills = {"command": command, "commit": _commit(),
            "date": datetime.date.today().isoformat(),
-           "total_wall": f"{sum(times.values()) / 60:.0f} minutes"}
+           "total_wall": f"{sum(times.values()) / 60:.1f} minutes"}
   walls = ["| sweep | wall | trained at |", "|---|---|---|"]
   for s in sections:
     fills.update(section_fills(workdir, docs, s, text, times, code))
