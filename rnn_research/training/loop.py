@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from rnn_research.training import data_parallel, diagnostics, optim, tbptt
+from rnn_research.training import data_parallel, diagnostics, optim, prefetch, tbptt
 from rnn_research.training.checkpointing import Checkpointer
 from rnn_research.training.metric_writer import MetricWriter
 from rnn_research.training.status import read_status, write_status
@@ -198,13 +198,15 @@ class Loop:
     self.pace = Pace()
 
   def run(self, start: int) -> None:
-    cfg, every = self.cfg, self.every
+    cfg, every, window, runs = self.cfg, self.every, self.cfg.get("tbptt_window", 0), self.runs
     due = lambda done, key: done % every[key] == 0 or done == cfg.steps  # noqa: E731
     self._announce(start)
+    make = lambda step: stack([tbptt.train_batch(r.task, step, window) for r in runs])  # noqa: E731
+    batches = prefetch.ahead(make, start, cfg.steps)  # each step's batch, made ahead
     with stop_flag() as stop:
       for step in range(start, cfg.steps):
         done, began = step + 1, time.perf_counter()
-        out = self._advance(step)
+        out = self._advance(next(batches))
         self.pace.add(time.perf_counter() - began, compiled=step == start)
         self._check_train(out, done)
         if self.live:
@@ -232,10 +234,8 @@ class Loop:
                  self.cfg.steps, jax.default_backend(), jax.device_count(),
                  ", ".join(run.workdir for run in self.runs))
 
-  def _advance(self, step: int) -> dict[str, np.ndarray]:
-    """One optimizer step of every run; its metrics on the host (one transfer)."""
-    window = self.cfg.get("tbptt_window", 0)
-    batch = stack([tbptt.train_batch(run.task, step, window) for run in self.runs])
+  def _advance(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One optimizer step of every run on `batch`; its metrics on the host (one transfer)."""
     if self.mesh is not None:
       batch = data_parallel.shard_batch(self.mesh, batch, axis=self.batch_axis)
     self.state, out = self.train_step(self.state, batch, self.seeds, self.learning_rate)
