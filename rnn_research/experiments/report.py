@@ -58,6 +58,11 @@ def _commit() -> str:
   return (out.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty else "")
 
 
+def _minutes(seconds: float) -> str:
+  """Wall seconds as minutes to the tenth, as the report gives every wall time."""
+  return f"{seconds / 60:.1f}"
+
+
 class BadSweep(RuntimeError):
   """A section's sweep had bad input (a changed or stale member included); nothing of it ran."""
 
@@ -186,7 +191,7 @@ def section_fills(workdir: str, docs: str, s: Section, text: str, times: dict[st
                              + table.rsplit("\n\nmetric:", 1)[0].rstrip("\n"))
   fills[f"trained:{s.key}"] = t.commits
   fills[f"figure:{s.key}"] = f"![{s.key}](report/{s.key}/compare.png)"
-  fills[f"wall:{s.key}"] = (f"{times[s.directory] / 60:.1f} min" if s.directory in times
+  fills[f"wall:{s.key}"] = (f"{_minutes(times[s.directory])} min" if s.directory in times
                             else "not timed")
   used = lambda name: "{{" + f"{name}:{s.key}" + "}}" in text  # noqa: E731
   if s.samples and used("samples"):  # (jax: imported only where needed)
@@ -211,7 +216,7 @@ def render(workdir: str, docs: str, sections: list[Section], command: str,
   times = _times(workdir)
   fills = {"command": command, "commit": _commit(),
            "date": datetime.date.today().isoformat(),
-           "total_wall": f"{sum(times.values()) / 60:.1f} minutes"}
+           "total_wall": f"{_minutes(sum(times.values()))} minutes"}
   walls = ["| sweep | wall | trained at |", "|---|---|---|"]
   for s in sections:
     fills.update(section_fills(workdir, docs, s, text, times, code))
