@@ -6,6 +6,7 @@
   python scripts/benchmark.py --workload=layer              # one layer, grads of params and x
   python scripts/benchmark.py --cells=lstm --sizes='64,256,128,256' --engines=scan,vjp --remat
   python scripts/benchmark.py --cells=lstm --impls=ours --model='norm=layer;vertical_skip=dense'
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 python scripts/benchmark.py --data-parallel
 
 --workload=train (benchmark_train.py): one jitted optimiser step (model + Linear(H, 1)
 readout, regression MSE, adam), gradients of the parameters only: ms per step, tokens/s
@@ -36,6 +37,7 @@ except ImportError:
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import benchmark_layer
+import jax
 import benchmark_train
 from benchmark_harness import Size, machine, markdown_row, ours_variants, run_rounds, torch
 
@@ -96,6 +98,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--model", type=parse_model, default="",
                  help="extra ours rows with config.model overrides, e.g. "
                       "'num_layers=2;num_layers=2,norm=layer' (engine auto)")
+  p.add_argument("--data-parallel", action="store_true",
+                 help="train: add an ours row whose batch is split over all devices, as "
+                      "train.data_parallel trains (on CPU set XLA_FLAGS="
+                      "--xla_force_host_platform_device_count=N first)")
   p.add_argument("--torch-threads", type=int, default=2,
                  help="torch.set_num_threads; with 2 threads on a loaded 2-core machine "
                       "torch's OpenMP barriers can stall for ~0.5 s per call")
@@ -113,8 +119,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.error(str(err))
   if args.workload == "layer" and any(len(s) > 4 for s in args.sizes):
     p.error("--workload=layer times one layer: sizes are B,T,F,H")
-  if args.workload == "layer" and args.dtype != "float32":
-    p.error("--dtype applies to --workload=train")
+  if args.workload == "layer" and (args.dtype != "float32" or args.data_parallel):
+    p.error("--dtype and --data-parallel apply to --workload=train")
+  if args.data_parallel and jax.device_count() < 2:
+    p.error(f"--data-parallel needs 2 or more devices; {jax.default_backend()} has "
+            f"{jax.device_count()} (on CPU set XLA_FLAGS="
+            f"--xla_force_host_platform_device_count=2)")
   return args
 
 
@@ -134,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
   notes = []
   for cell in args.cells:
     for size in args.sizes:
-      extra = {"dtype": args.dtype} if args.workload == "train" else {}
+      extra = ({"dtype": args.dtype, "data_parallel": args.data_parallel}
+               if args.workload == "train" else {})
       benches = workload.make_benches(cell, size, args.impls, variants, **extra)
       run_rounds(benches, args.reps, lead_in=args.workload == "train")
       print("\n".join(workload.rows(cell, size, benches)), flush=True)

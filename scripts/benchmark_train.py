@@ -13,6 +13,11 @@ adam(lr=1e-3) without clipping, jitted as one step:
 - torch: nn.LSTM / GRU / RNN(batch_first=True) + nn.Linear(H, 1), torch.optim.Adam,
   zero_grad / backward / step, on CUDA (cuDNN) when torch sees a GPU.
 
+With `data_parallel`, one more `ours` row (the first variant's model) runs the trainer's
+data-parallel step: state replicated and the batch split over every device by
+`rnn_research.training.data_parallel`, as `--config.train.data_parallel=True` trains (on CPU,
+`XLA_FLAGS=--xla_force_host_platform_device_count=N` gives N host devices).
+
 `dtype` bfloat16 (mixed precision, for GPUs): ours `model.dtype`, Flax's cells and Linear
 `dtype`, torch under `torch.autocast`; parameters stay float32 in all three.
 """
@@ -34,6 +39,7 @@ from benchmark_harness import (FLAX_CELLS, TORCH_CELLS, Bench, Size, finite, fir
 from rnn_research.core.models import build
 from rnn_research.tasks.batching import make_batch
 from rnn_research.tasks.losses import weighted_mse
+from rnn_research.training import data_parallel as dp
 from rnn_research.training.train import fresh_state, train_step_fn
 
 LEARNING_RATE = 1e-3
@@ -58,8 +64,9 @@ def make_data(size: Size) -> dict[str, np.ndarray]:
 
 
 def ours(cell: str, size: Size, data: dict[str, np.ndarray], label: str,
-         overrides: dict[str, Any], dtype: str = "float32") -> Bench:
-  """The trainer's step of `build(..., out_features=1)`; the state is fed back each call."""
+         overrides: dict[str, Any], dtype: str = "float32", split: bool = False) -> Bench:
+  """The trainer's step of `build(..., out_features=1)`; the state is fed back each call.
+  `split`: the batch split over all devices, the state replicated (train.data_parallel)."""
   f, h = size[2:4]
   config = {"cell": cell, "hidden_size": h, "num_layers": layers_of(size), "dtype": dtype,
             **overrides}
@@ -68,6 +75,9 @@ def ours(cell: str, size: Size, data: dict[str, np.ndarray], label: str,
   graphdef, state = fresh_state(model, tx)
   step = jax.jit(train_step_fn(graphdef, REGRESSION, optax.adam))
   batch, seed, lr = jax.device_put(data), np.uint32(0), np.float32(LEARNING_RATE)
+  if split:
+    mesh = dp.batch_mesh(size[0])
+    state, batch = dp.replicate(mesh, state), dp.shard_batch(mesh, data)
   held = [state]
 
   def call() -> tuple[Any, Any]:
@@ -148,15 +158,19 @@ def torch_train(cell: str, size: Size, data: dict[str, np.ndarray], dtype: str) 
 
 
 def make_benches(cell: str, size: Size, impls: list[str],
-                 variants: list[tuple[str, dict[str, Any]]], dtype: str = "float32"
-                 ) -> list[Bench]:
+                 variants: list[tuple[str, dict[str, Any]]], dtype: str = "float32",
+                 data_parallel: bool = False) -> list[Bench]:
   """Every requested implementation's step at (cell, size) in compute `dtype`, compiled and
-  run once."""
+  run once; with `data_parallel`, also the first variant's step split over all devices."""
   data = make_data(size)
   benches = []
   if "ours" in impls:
     benches += [ours(cell, size, data, label, overrides, dtype)
                 for label, overrides in variants]
+    if data_parallel:
+      label, overrides = variants[0]
+      benches.append(ours(cell, size, data, f"{label},data_parallel={jax.device_count()}",
+                          overrides, dtype, split=True))
   if "flax" in impls:
     benches.append(flax_train(cell, size, data, dtype))
   if "torch" in impls and torch is not None:
