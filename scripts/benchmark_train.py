@@ -85,9 +85,9 @@ def ours(cell: str, size: Size, data: dict[str, np.ndarray], label: str,
     return held[0], metrics
 
   (_, metrics), seconds = first_call(call)
-  mem = memory_mb(step.lower(state, batch, seed, lr).compile())
-  return Bench(f"ours[{label}]", call, compile_s=f"{seconds:.2f}", mem_mb=mem,
-               loss=float(metrics["train/loss"]))
+  compiled = step.lower(state, batch, seed, lr).compile()
+  return Bench(f"ours[{label}]", call, compile_s=f"{seconds:.2f}", mem_mb=memory_mb(compiled),
+               loss=float(metrics["train/loss"]), hlo=compiled.as_text())
 
 
 class FlaxStack(nnx.Module):
