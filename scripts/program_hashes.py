@@ -13,8 +13,9 @@ one; and the bytes of the first training batch and the first eval batch. Nothing
 or trained: the whole report takes a minute or two.
 
 Identical hashes at two commits mean every report run would compute the same numbers at both
-(same jax and XLA), which a cold rerun of the report then confirms bit for bit; a changed hash
-names the configs whose runs would change. The code fingerprint that decides staleness
+(same jax and XLA), unless the change alters only later batches or the host-side evaluation
+(numpy metrics), which are not hashed; a cold rerun of the report confirms it bit for bit. A
+changed hash names the configs whose runs would change. The code fingerprint that decides staleness
 (docs/reporting.md) is a hash of source files instead, so it also moves for changes that alter
 no program.
 """
