@@ -36,8 +36,9 @@ try:
 except ImportError:
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import benchmark_layer
 import jax
+
+import benchmark_layer
 import benchmark_train
 from benchmark_harness import Size, machine, markdown_row, ours_variants, run_rounds, torch
 
