@@ -39,7 +39,7 @@ class Bench:
   compile_s: str = ""
   mem_mb: float | None = None
   loss: float | None = None  # the train workload's first-step loss
-  hlo: str = ""  # the train workload's compiled step (ours), as text
+  compiled: Any = None  # the train workload's compiled step (ours), for its HLO
   times: list[float] = field(default_factory=list)
   fwd_times: list[float] = field(default_factory=list)
 

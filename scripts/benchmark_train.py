@@ -87,7 +87,7 @@ def ours(cell: str, size: Size, data: dict[str, np.ndarray], label: str,
   (_, metrics), seconds = first_call(call)
   compiled = step.lower(state, batch, seed, lr).compile()
   return Bench(f"ours[{label}]", call, compile_s=f"{seconds:.2f}", mem_mb=memory_mb(compiled),
-               loss=float(metrics["train/loss"]), hlo=compiled.as_text())
+               loss=float(metrics["train/loss"]), compiled=compiled)
 
 
 class FlaxStack(nnx.Module):

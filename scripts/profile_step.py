@@ -99,7 +99,7 @@ def profile(cell: str, size: tuple[int, ...], overrides: dict[str, Any], steps: 
     with gzip.open(files[0]) as f:
       trace = json.load(f)
   events = trace["traceEvents"] if isinstance(trace, dict) else trace
-  return self_times(events), bench.hlo, 1e3 * statistics.median(wall[3:])
+  return self_times(events), bench.compiled.as_text(), 1e3 * statistics.median(wall[3:])
 
 
 def by_kind(times: dict[str, list[float]], hlo: dict[str, str]) -> dict[str, list[float]]:

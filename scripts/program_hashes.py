@@ -82,9 +82,7 @@ def report_hashes(only: str | None) -> dict[str, dict[str, str]]:
     swp = sweep_spec.load(config_arg)
     for i in range(len(swp.members)):
       config = swp.config(i)
-      fields = json.loads(config.to_json_best_effort())
-      fields["train"].pop("seed", None)
-      key = f"{config_arg} {json.dumps(fields, sort_keys=True)}"
+      key = f"{config_arg} {json.dumps(train._comparable(config), sort_keys=True, default=str)}"
       if key not in result:
         result[key] = hashes(config)
   return result
