@@ -525,6 +525,7 @@ def test_ray_backend_runs_the_sweep(tiny_sweep, tmp_path, monkeypatch):
   _, workdir, _ = tiny_sweep
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   monkeypatch.chdir(tmp_path)  # relative paths: Ray's workers must resolve them from here
+  monkeypatch.setenv("RAY_worker_niceness", "0")  # Ray's 15 starves members on a busy machine
   write_sweep(tmp_path)
   ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
   try:
