@@ -8,9 +8,11 @@ DIR is a sweep directory or one run's. --metric defaults to the sweep file's get
 the task's main metric (e.g. eval/mse_over_kalman); --baseline to the sweep file's
 get_baseline() (both recorded in sweep.json). Prints the markdown tables (per group; against the
 baseline: difference, 95% CI, Hedges' g, Holm-adjusted p, verdict; with --importance each
-axis' share of the variance) and writes `<out>/compare.md`, `<out>/compare.png` (curves, 95% CI
-bands) and `<out>/compare_final.png` (final values per seed); never imports jax, so it works on a sweep that is still running. Exit
-code 2 on bad input.
+axis' share of the variance; under them the commits the runs trained at and how many are
+stale, trained under other code than there is now) and writes `<out>/compare.md`,
+`<out>/compare.png` (curves, 95% CI bands) and `<out>/compare_final.png` (final values per
+seed); never imports jax, so it works on a sweep that is still running. Exit code 2 on bad
+input.
 """
 import logging
 import sys

@@ -2,8 +2,8 @@
 
   python -m rnn_research.sweep --config=configs/ablations/norm_placement.py --workdir=runs/norm \
       [--parallel=2] [--dry_run] [--only=REGEX] [--seeds_mode=auto|vmap|processes] \
-      [--config.<key>=<value> ...] [--rerun_changed] [--noworkers] \
-      [--backend=local|ray --ray_address=ADDR]
+      [--config.<key>=<value> ...] [--rerun_changed] [--rerun_stale | --allow_stale] \
+      [--noworkers] [--backend=local|ray --ray_address=ADDR]
 
 Each member trains as `python -m rnn_research.main` would, writing `--workdir/<member name>`
 (`--dry_run` prints these commands): locally in a worker process per slot that trains its
@@ -12,7 +12,10 @@ process each. Rerunning skips what is done and resumes the rest.
 `--config.<key>=<value>` overrides a key of every member (e.g. `--config.train.steps=20` for a
 smoke test); a member that sets the key too is refused. A member whose run on disk was trained
 with another config than the sweep file now gives it stops the sweep before anything runs;
-`--rerun_changed` moves such runs to `<workdir>.replaced-<time>/` and trains them afresh.
+`--rerun_changed` moves such runs to `<workdir>.replaced-<time>/` and trains them afresh. A
+member whose run trained under other model, task or trainer code than there is now
+(status.json's `code`) stops it too: `--rerun_stale` moves such runs aside and trains them
+afresh, `--allow_stale` keeps them (finished ones are skipped, the others resume).
 SIGINT/SIGTERM stop the running members (they save a checkpoint), print the summary and exit.
 Exit code: 0 when no member failed, 1 otherwise, 2 bad input, 128 + the signal when stopped.
 """
@@ -34,6 +37,11 @@ flags.DEFINE_enum("seeds_mode", "auto", ["auto", "vmap", "processes"],
                   "(vmap), as separate processes, or per backend (auto: vmap off CPU).")
 flags.DEFINE_bool("rerun_changed", False, "Move the runs of members whose config changed "
                   "since they ran to <workdir>.replaced-<time>/ and train them afresh.")
+flags.DEFINE_bool("rerun_stale", False, "Move the runs of members trained under other model, "
+                  "task or trainer code than there is now aside, as --rerun_changed does, and "
+                  "train them afresh.")
+flags.DEFINE_bool("allow_stale", False, "Keep the runs of members trained under other code: "
+                  "skip the finished ones, resume the others under the code there is now.")
 flags.DEFINE_enum("backend", "local", ["local", "ray"], "Where members run.")
 flags.DEFINE_bool("workers", True, "Train each slot's members one after another in one process "
                   "that stays up (--noworkers: a `main` process per member).")
@@ -67,7 +75,8 @@ def main(argv: list[str]) -> None:
         FLAGS.config, FLAGS.workdir, parallel=FLAGS.parallel, dry_run=FLAGS.dry_run,
         only=FLAGS.only, seeds_mode=FLAGS.seeds_mode, backend=FLAGS.backend,
         ray_address=FLAGS.ray_address, overrides=tuple(OVERRIDES),
-        rerun_changed=FLAGS.rerun_changed, workers=FLAGS.workers)
+        rerun_changed=FLAGS.rerun_changed, rerun_stale=FLAGS.rerun_stale,
+        allow_stale=FLAGS.allow_stale, workers=FLAGS.workers)
   except ValueError as err:  # SweepError included
     print(f"bad input: {err}", file=sys.stderr)
     sys.exit(2)

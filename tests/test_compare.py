@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from rnn_research.experiments import baseline, compare, compare_plot
+from rnn_research.training import provenance
 from rnn_research.training.metric_writer import MetricWriter
 from rnn_research.training.status import write_status
 
@@ -209,7 +210,10 @@ def test_report_writes_markdown_and_png(sweep_dir, tmp_path_factory):
   text = compare.report(str(sweep_dir), "eval/loss", threshold=0.65, out=str(out))
   md = (out / "compare.md").read_text()
   assert md == text and "| norm=layer | 3 |" in md
-  assert "metric: eval/loss, mode: min, date: " in md.splitlines()[-1]
+  footer = md[md.index("\n\nmetric: ") + 2:].splitlines()
+  assert footer[0].startswith("metric: eval/loss, mode: min, date: ")
+  assert footer[1] == "trained at: unrecorded"  # these runs recorded no code: all stale
+  assert footer[2].startswith("**stale**: 8 of 8 runs trained at unrecorded under other code")
   png = (out / "compare.png").read_bytes()
   assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
   from PIL import Image
@@ -218,8 +222,25 @@ def test_report_writes_markdown_and_png(sweep_dir, tmp_path_factory):
   compare.report(str(sweep_dir))  # --out defaults to the sweep directory
   assert (sweep_dir / "compare.png").exists()
   # --metric defaults to the task's main metric (kalman: eval/mse_over_kalman, lower is better).
-  last = (sweep_dir / "compare.md").read_text().splitlines()[-1]
-  assert last.startswith("metric: eval/mse_over_kalman, mode: min, date: ")
+  md = (sweep_dir / "compare.md").read_text()
+  assert md[md.index("\n\nmetric: ") + 2:].startswith("metric: eval/mse_over_kalman, mode: min, ")
+
+
+def test_the_footer_names_the_commits_and_the_runs_trained_under_other_code(sweep_dir,
+                                                                            monkeypatch):
+  monkeypatch.setattr(provenance, "code_fingerprint", lambda: "c0de0f1ngerp")
+  started = [p for p in sorted(sweep_dir.iterdir()) if (p / "status.json").exists()
+             and ".replaced-" not in p.name and not p.name.startswith("replaced-")]
+  for run in started:
+    write_status(str(run), code=["c0de0f1ngerp"], commits=["abc1234"])
+  footer = compare.report(str(sweep_dir), "eval/loss").split("date: ")[1].splitlines()
+  assert footer[1:] == ["trained at: abc1234"]
+  write_status(str(started[0]), code=["0123456789ab", "c0de0f1ngerp"],
+               commits=["1111111", "abc1234"])  # resumed under changed code
+  footer = compare.report(str(sweep_dir), "eval/loss").split("date: ")[1].splitlines()
+  assert footer[1] == "trained at: 1111111, abc1234"
+  assert footer[2].startswith(f"**stale**: 1 of {len(started)} runs trained at 1111111, abc1234 "
+                              "under other code than there is now (fingerprint c0de0f1ngerp)")
 
 
 def test_report_writes_the_final_values_figure_and_the_axis_importance(sweep_dir, tmp_path):
@@ -474,7 +495,7 @@ def test_sweep_files_baseline_and_metric_reach_compare_through_sweep_json(tmp_pa
   assert manifest["baseline"] == {"model.norm": "none"}
   assert manifest["metric"] == ["eval/accuracy", "max"]
   text = compare.report(str(workdir))  # no --metric, no --baseline: the sweep file's
-  assert text.splitlines()[-1].startswith("metric: eval/accuracy, mode: max, date: ")
+  assert text[text.index("\n\nmetric: ") + 2:].startswith("metric: eval/accuracy, mode: max, ")
   assert comparison_rows(text)["norm=layer"]["verdict"] == "better"
   assert "Baseline norm=none (n=5)" in text and "higher is better" in text
   path.write_text(SWEEP_FILE.replace('("eval/loss", "min")', '("eval/loss", "least")'))

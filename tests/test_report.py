@@ -217,9 +217,10 @@ def fake_sweep(report, monkeypatch):
   results: list[tuple[float, dict[str, int] | Exception]] = []
   clock = [1000.0]
 
-  def run_sweep(config_arg: str, workdir: str, *, parallel: int,
-                rerun_changed: bool) -> dict[str, int]:
-    calls.append((config_arg, workdir, parallel) + ((True,) if rerun_changed else ()))
+  def run_sweep(config_arg: str, workdir: str, *, parallel: int, rerun_changed: bool,
+                allow_stale: bool) -> dict[str, int]:
+    calls.append((config_arg, workdir, parallel) + ((True,) if rerun_changed else ())
+                 + (("allow_stale",) if allow_stale else ()))
     seconds, c = results.pop(0)
     clock[0] += seconds
     if isinstance(c, Exception):
@@ -281,7 +282,7 @@ def test_main_runs_only_matching_sections_but_reports_all(report, report_cli, tw
   monkeypatch.setattr(report, "run_sections", lambda *args: ran.append(args))
   parse_and_run_main(report_cli, f"--workdir={workdir}", f"--docs={docs}", "--only=^b$",
                      "--parallel=3")
-  assert ran == [(str(workdir), [sections[1]], 3, False, False)]
+  assert ran == [(str(workdir), [sections[1]], 3, False, False, False)]
   text = (docs / "REPORT.md").read_text(encoding="utf-8")
   assert TABLE_A in text and TABLE_B in text and "{{" not in text
   assert f"`python -m rnn_research.report --workdir={workdir} --parallel=3`" in text
@@ -472,19 +473,6 @@ def make_stale(run: Path, code: list[str] | None, commits: list[str] | None = No
   (run / "status.json").write_text(json.dumps(fields))
 
 
-def test_trained_tells_stale_runs(report, tmp_path):
-  sweep = make_sweep(tmp_path / "s", "eval/loss", {"none": [0.1, 0.2, 0.3, 0.4]})
-  make_stale(sweep / "norm=none,seed=1", [CODE, "0123456789ab"], ["abc1234", "def5678"])
-  make_stale(sweep / "norm=none,seed=2", None)  # trained before `code` was recorded
-  make_stale(sweep / "norm=none,seed=3", ["0123456789ab"], [])
-  (sweep / "never_ran").mkdir()
-  t = report.trained(str(sweep), CODE)
-  assert t == report.Trained(4, ("norm=none,seed=1", "norm=none,seed=2", "norm=none,seed=3"),
-                             "abc1234, def5678, unrecorded",
-                             "abc1234, def5678, unrecorded")
-  assert report.trained(str(tmp_path / "absent"), CODE) == report.Trained(0, (), "", "")
-
-
 STALE_A = ("**STALE**: 2 of 4 runs trained at 1111111, unrecorded under code that has changed "
            "since; rerun with `--rerun_stale`")
 
@@ -541,6 +529,18 @@ def test_allow_stale_renders_stale_sections_under_a_loud_line(report, report_cli
                  "unrecorded under other code\n")
 
 
+def test_allow_stale_lets_the_sweeps_keep_their_stale_runs(report, stale_a, fake_sweep,
+                                                            monkeypatch):
+  workdir, docs, sections = stale_a
+  monkeypatch.setattr(report, "SECTIONS", tuple(sections))
+  calls, results = fake_sweep
+  results.extend([(1.0, counts(completed=4, skipped=4))] * 2)
+  report.make_report(str(workdir), str(docs), 2, sections, allow_stale=True)
+  assert calls == [("x.py", str(workdir / "a"), 2, "allow_stale"),
+                   ("y.py:arg", str(workdir / "b"), 2, "allow_stale")]
+  assert "STALE" in (docs / "REPORT.md").read_text(encoding="utf-8")
+
+
 def test_cli_refuses_rerun_stale_with_no_run(report_cli, two_sections, capsys):
   workdir, docs, _ = two_sections
   with pytest.raises(SystemExit) as info:
@@ -581,7 +581,8 @@ def test_rerun_stale_report_renders_the_retrained_sweep(report, stale_a, monkeyp
   monkeypatch.setattr(report, "SECTIONS", tuple(sections))
   retrained = []
 
-  def run_sweep(config_arg: str, directory: str, *, parallel: int, rerun_changed: bool):
+  def run_sweep(config_arg: str, directory: str, *, parallel: int, rerun_changed: bool,
+                allow_stale: bool):
     retrained.append(sorted(p.name for p in Path(directory).iterdir()))
     for run in Path(directory).iterdir():  # a fake retraining: a fresh sweep, under new code
       if run.is_dir():

@@ -1,4 +1,5 @@
-"""Sweeps you can trust: a rerun after the sweep file changed (stale members), signals that stop
+"""Sweeps you can trust: a rerun after the sweep file changed (changed members) or after the code
+changed (stale members), signals that stop
 every member, `--config.<key>=<value>` overrides for every member, dry-run commands that paste
 into a shell, and the progress lines.
 
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from rnn_research.experiments import launch, sweep_changes, sweep_runner, sweep_spec
+from rnn_research.training import provenance
 from rnn_research.training.status import read_status, write_status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,13 +59,15 @@ def write_sweep(directory: Path, lr: float = 1e-3) -> str:
 
 
 def fake_runs(swp: sweep_spec.Sweep, workdir: Path, steps: int = 4) -> None:
-  """Each member's directory as a completed run of `swp` writes it (config.json, status)."""
+  """Each member's directory as a completed run of `swp` under the current code writes it
+  (config.json, status)."""
   for i, name in enumerate(swp.names):
     config = swp.config(i).to_dict()
     config["train"]["steps"] = steps
     (workdir / name).mkdir(parents=True)
     (workdir / name / "config.json").write_text(json.dumps(config, sort_keys=True))
-    write_status(str(workdir / name), state="completed", step=steps, metrics={"loss": 0.5})
+    write_status(str(workdir / name), state="completed", step=steps, metrics={"loss": 0.5},
+                 code=[provenance.code_fingerprint()], commits=["abc1234"])
 
 
 def tree(directory: Path) -> dict[str, int]:
@@ -112,17 +116,24 @@ def test_changed_finds_members_run_with_another_config(tmp_path):
   assert sweep_changes.changed(smoke, str(workdir), [0]) == {0: ["model.hidden_size: 4 -> 8"]}
 
 
+def refusals(path: str, workdir: Path) -> list[str]:
+  """The SweepError messages of running the sweep, and of its dry run."""
+  messages = []
+  for dry_run in (False, True):
+    with pytest.raises(sweep_spec.SweepError) as err:
+      sweep_runner.run_sweep(path, str(workdir), seeds_mode="processes", dry_run=dry_run,
+                             out=lambda line: None)
+    messages.append(str(err.value))
+  return messages
+
+
 def test_run_sweep_refuses_changed_members_and_changes_nothing(tmp_path):
   (tmp_path / "old").mkdir()
   workdir = tmp_path / "runs"
   fake_runs(sweep_spec.load(write_sweep(tmp_path / "old", lr=1e-3)), workdir)
   before = tree(workdir)
   path = write_sweep(tmp_path, lr=2e-3)
-  for dry_run in (False, True):
-    with pytest.raises(sweep_spec.SweepError) as err:
-      sweep_runner.run_sweep(path, str(workdir), seeds_mode="processes", dry_run=dry_run,
-                             out=lambda line: None)
-    message = str(err.value)
+  for message in refusals(path, workdir):
     assert message.startswith(f"2 member(s) in {workdir} ran with another config than {path}")
     for name in NAMES:
       assert f"\n  {name}: train.learning_rate: 0.001 -> 0.002\n" in message + "\n"
@@ -143,6 +154,83 @@ def test_dry_run_with_rerun_changed_plans_them_afresh_and_moves_nothing(tmp_path
   assert result == {"planned": 1}
   assert "1 member(s), 0 already done, 1 job(s) to run" in lines[0]
   assert any(l.startswith("  seed=1 ") and "(changed" in l for l in lines)
+  assert tree(workdir) == before
+
+
+def stale_runs_of(tmp_path: Path) -> tuple[str, Path]:
+  """(sweep file, workdir): two completed members, seed=0 trained under other code at 1111111
+  (then resumed under the current code), seed=1 before code was recorded."""
+  path, workdir = write_sweep(tmp_path), tmp_path / "runs"
+  fake_runs(sweep_spec.load(path), workdir)
+  write_status(str(workdir / NAMES[0]), code=["0123456789ab", provenance.code_fingerprint()],
+               commits=["1111111", "abc1234"])
+  status = read_status(str(workdir / NAMES[1]))
+  del status["code"], status["commits"]
+  (workdir / NAMES[1] / "status.json").write_text(json.dumps(status))
+  return path, workdir
+
+
+def test_stale_finds_members_trained_under_other_code(tmp_path):
+  path, workdir = stale_runs_of(tmp_path)
+  swp, code = sweep_spec.load(path), provenance.code_fingerprint()
+  assert sweep_changes.stale(swp, str(workdir), [0, 1], code) == {
+      0: "1111111, abc1234", 1: "unrecorded"}
+  assert sweep_changes.stale(swp, str(workdir), [1], code) == {1: "unrecorded"}
+  assert sweep_changes.stale(swp, str(workdir), [0, 1], "0123456789ab") == {
+      0: "1111111, abc1234", 1: "unrecorded"}  # code lists two: not trained under it only
+  fake_runs(swp, tmp_path / "fresh")
+  (tmp_path / "fresh" / NAMES[1] / "status.json").unlink()  # never ran: nothing stale
+  assert sweep_changes.stale(swp, str(tmp_path / "fresh"), [0, 1], code) == {}
+
+
+def test_run_sweep_refuses_stale_members_and_changes_nothing(tmp_path):
+  path, workdir = stale_runs_of(tmp_path)
+  before = tree(workdir)
+  for message in refusals(path, workdir):
+    assert message.startswith(f"2 member(s) in {workdir} trained under other code than ")
+    assert f"(fingerprint {provenance.code_fingerprint()})" in message
+    assert f"\n  {NAMES[0]}: trained at 1111111, abc1234\n  {NAMES[1]}: trained at unrecorded\n" \
+        in message
+    assert "--rerun_stale" in message and "--allow_stale" in message
+  with pytest.raises(ValueError, match="one of --rerun_stale .* and --allow_stale"):
+    sweep_runner.run_sweep(path, str(workdir), rerun_stale=True, allow_stale=True)
+  assert tree(workdir) == before  # no sweep.json, no log, nothing moved
+
+
+def test_allow_stale_keeps_them_and_rerun_stale_trains_them_afresh(tmp_path, monkeypatch):
+  path, workdir = stale_runs_of(tmp_path)
+  before = tree(workdir)
+  lines: list[str] = []
+  kept = sweep_runner.run_sweep(path, str(workdir), dry_run=True, allow_stale=True,
+                                seeds_mode="processes", out=lines.append)
+  assert kept == {"planned": 0} and "2 member(s), 2 already done, 0 job(s)" in lines[0]
+  lines.clear()
+  afresh = sweep_runner.run_sweep(path, str(workdir), dry_run=True, rerun_stale=True,
+                                  seeds_mode="processes", out=lines.append)
+  assert afresh == {"planned": 2} and "2 member(s), 0 already done, 2 job(s)" in lines[0]
+  assert sum("(stale: its old run would be moved aside)" in l for l in lines) == 2
+  assert tree(workdir) == before  # dry runs move nothing
+  launched = []  # what the launcher gets; nothing trains here
+  monkeypatch.setattr(sweep_runner, "_run", lambda jobs, *rest: launched.extend(jobs) or {})
+  sweep_runner.run_sweep(path, str(workdir), rerun_stale=True, only="seed=1",
+                         seeds_mode="processes", out=lambda line: None)
+  [moved] = tmp_path.glob("runs.replaced-*")
+  assert sorted(p.name for p in moved.iterdir()) == [NAMES[1]]  # only the selected member
+  assert not (workdir / NAMES[1]).exists() and (workdir / NAMES[0]).exists()
+  assert [job.names for job in launched] == [[NAMES[1]]]
+
+
+@pytest.mark.slow
+def test_cli_takes_the_stale_flags(tmp_path):
+  path, workdir = stale_runs_of(tmp_path)
+  before = tree(workdir)
+  base = (f"--config={path}", f"--workdir={workdir}", "--dry_run")
+  refused = run(*base, code=2)
+  assert refused.stderr.startswith(f"bad input: 2 member(s) in {workdir} trained under other ")
+  assert "0 already done" in run(*base, "--rerun_stale").stdout
+  assert "2 already done, 0 job(s)" in run(*base, "--allow_stale").stdout
+  both = run(*base, "--rerun_stale", "--allow_stale", code=2)
+  assert both.stderr.startswith("bad input: give one of --rerun_stale")
   assert tree(workdir) == before
 
 

@@ -14,6 +14,8 @@ the runs that reached it (stats.py). The command line is
 A run's final value is the last logged value of the metric (a running run's latest one).
 Diverged and failed runs stopped early: they give no final or best value and never count as
 reaching the threshold, but are counted and drawn (thin, 'x' at their last point).
+Under the tables: the commits the runs trained at, and how many of them are stale (trained
+under other code than there is now; stale_runs.py).
 """
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from rnn_research.experiments import baseline as baselines, importance as axis_importance, stats
-from rnn_research.experiments import stats_table
-from rnn_research.training import atomic, workdir as run_dir
+from rnn_research.experiments import stale_runs, stats_table
+from rnn_research.training import atomic, provenance, workdir as run_dir
 from rnn_research.training.metric_writer import read_scalars
 from rnn_research.training.status import read_status
 
@@ -256,7 +258,7 @@ def report(directory: str, metric: str | None = None, group_by: list[str] | None
   (final values per group); returns the .md text."""
   from rnn_research.experiments.compare_plot import plot, plot_final  # (matplotlib)
 
-  runs = load_runs(directory)
+  runs, code = load_runs(directory), provenance.code_fingerprint()
   sweep = _read_json(os.path.join(directory, "sweep.json")) or {}
   metric, mode = _resolve(runs, sweep, metric, mode)
   groups = group_runs(runs, group_by, sweep)
@@ -272,7 +274,10 @@ def report(directory: str, metric: str | None = None, group_by: list[str] | None
     table += "\n\n" + axis_importance.from_runs(runs, metric, mode, sweep, group_by, log)
   out = out or directory
   date = datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
-  text = f"{table}\n\nmetric: {metric}{' (log)' if log else ''}, mode: {mode}, date: {date}\n"
+  trained = stale_runs.note(
+      stale_runs.of_statuses({r.name: r.status for r in runs if r.status}, code), code)
+  text = (f"{table}\n\nmetric: {metric}{' (log)' if log else ''}, mode: {mode}, date: {date}\n"
+          f"{trained}\n")
   atomic.write_text(os.path.join(out, "compare.md"), text)
   ordered = {r.group: groups[r.group] for r in rows}
   plot(ordered, metric, mode, os.path.join(out, "compare.png"), ylim)

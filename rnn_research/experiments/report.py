@@ -29,14 +29,13 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 from rnn_research.experiments import sweep_changes
 from rnn_research.experiments.report_sections import SECTIONS, Section
+from rnn_research.experiments.stale_runs import Trained, trained
 from rnn_research.experiments.sweep_runner import OUTCOMES, Interrupted, run_sweep
 from rnn_research.training import atomic, provenance
-from rnn_research.training.status import read_status, status_path
 
 
 TIMES = "report_times.json"  # wall seconds each sweep spent training, summed over reruns
@@ -65,32 +64,6 @@ def _minutes(seconds: float) -> str:
 
 class BadSweep(RuntimeError):
   """A section's sweep had bad input (a changed or stale member included); nothing of it ran."""
-
-
-@dataclass(frozen=True)
-class Trained:
-  """What the runs of one sweep on disk trained under."""
-  runs: int  # runs with a status.json
-  stale: tuple[str, ...]  # the runs not trained under the current code only
-  commits: str  # the commits all runs trained at
-  stale_commits: str  # the commits the stale runs trained at
-
-
-def _commits(statuses: Iterable[dict[str, Any]]) -> str:
-  """The commits in order of first appearance; "unrecorded" for a run that recorded none."""
-  return ", ".join(dict.fromkeys(c for s in statuses for c in s.get("commits") or ["unrecorded"]))
-
-
-def trained(directory: str, code: str) -> Trained:
-  """The runs of the sweep in `directory` (those compare tables) against the fingerprint
-  `code`: a run whose status.json `code` is not exactly [code] (or has none) is stale."""
-  names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
-  statuses = {n: read_status(os.path.join(directory, n)) for n in names
-               if not n.startswith(".") and ".replaced-" not in n
-               and os.path.isfile(status_path(os.path.join(directory, n)))}
-  stale = tuple(n for n, s in statuses.items() if s.get("code") != [code])
-  return Trained(len(statuses), stale, _commits(statuses.values()),
-                 _commits(statuses[n] for n in stale))
 
 
 def stale_sweeps(workdir: str, sections: Iterable[Section], code: str) -> dict[str, Trained]:
@@ -131,11 +104,13 @@ def _move_stale(workdir: str, key: str, code: str) -> None:
 
 
 def run_sections(workdir: str, sections: list[Section], parallel: int,
-                 rerun_changed: bool = False, rerun_stale: bool = False) -> None:
+                 rerun_changed: bool = False, rerun_stale: bool = False,
+                 allow_stale: bool = False) -> None:
   """Runs each section's sweep (skipping what is done) and adds its wall time to TIMES.
 
   One sweep per directory (tables of the same sweep share it), each printing what it does;
-  with `rerun_stale`, its stale runs are moved aside first and trained again. A
+  with `rerun_stale`, its stale runs are moved aside first and trained again, with
+  `allow_stale` they are reused as they are (sweep_runner.run_sweep). A
   sweep with bad input (nothing ran: BadSweep) or a failed member (its time is recorded)
   raises RuntimeError, a signal Interrupted (its time is recorded); the later ones do not run.
   """
@@ -146,12 +121,14 @@ def run_sections(workdir: str, sections: list[Section], parallel: int,
   for key, config in configs.items():
     directory = os.path.join(workdir, key)
     print(f"$ {sys.executable} -m rnn_research.sweep --config={config} --workdir={directory} "
-          f"--parallel={parallel}" + (" --rerun_changed" if rerun_changed else ""), flush=True)
+          f"--parallel={parallel}" + (" --rerun_changed" if rerun_changed else "")
+          + (" --allow_stale" if allow_stale else ""), flush=True)
     started = time.time()
     try:
       if code:
         _move_stale(workdir, key, code)
-      counts = run_sweep(config, directory, parallel=parallel, rerun_changed=rerun_changed)
+      counts = run_sweep(config, directory, parallel=parallel, rerun_changed=rerun_changed,
+                         allow_stale=allow_stale)
     except ValueError as err:  # SweepError and WorkdirBusy included: nothing ran
       raise BadSweep(f"{key}: bad input: {err}") from err
     except Interrupted as err:
@@ -255,7 +232,7 @@ def make_report(workdir: str, docs: str, parallel: int, sections: list[Section] 
   if stale and not allow_stale:
     raise BadSweep(describe_stale(workdir, stale, code))
   if run:
-    run_sections(workdir, selected, parallel, rerun_changed, rerun_stale)
+    run_sections(workdir, selected, parallel, rerun_changed, rerun_stale, allow_stale)
   command = f"python -m rnn_research.report --workdir={workdir} --parallel={parallel}"
   path = os.path.join(docs, "REPORT.md")
   text = render(workdir, docs, list(SECTIONS), command, code)

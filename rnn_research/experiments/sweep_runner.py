@@ -10,10 +10,11 @@ diverged members and resumes the others from their checkpoints; a member that di
 fails is recorded and the sweep goes on.
 Every member is checked before anything runs, and so is every run on disk: a member whose
 config.json differs from what the sweep file now gives it stops the sweep, unless
-`rerun_changed` moves its old run aside (sweep_changes.py). `DIR/sweep.json` lists the members;
-`DIR/logs/` holds each job's output. A signal stops the sweep (launch.py): the summary is
-printed, then `Interrupted` is raised. The command line is `python -m rnn_research.sweep`
-(rnn_research/sweep.py); where jobs run: rnn_research/experiments/launch.py.
+`rerun_changed` moves its old run aside, and so does one trained under other code than there
+is now, unless `rerun_stale` moves it aside or `allow_stale` keeps it (sweep_changes.py).
+`DIR/sweep.json` lists the members; `DIR/logs/` holds each job's output. A signal stops the
+sweep (launch.py): the summary is printed, then `Interrupted` is raised. The command line is
+`python -m rnn_research.sweep` (rnn_research/sweep.py); where jobs run: launch.py.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from typing import Any, Callable, Collection
 
 from rnn_research.experiments import launch, sweep_changes, sweep_spec
 from rnn_research.experiments.launch import Job
-from rnn_research.training import atomic
+from rnn_research.training import atomic, provenance
 from rnn_research.training.status import read_status
 
 DONE_STATES = ("completed", "diverged")  # reruns skip these: the outcome is known
@@ -200,11 +201,12 @@ class _Tally:
 
 
 def _print_plan(swp: sweep_spec.Sweep, indices: list[int], jobs: list[Job], skipped: list[str],
-                changed: dict[int, list[str]], header: str, out: Callable[[str], None]) -> None:
+                fresh: dict[int, str], header: str, out: Callable[[str], None]) -> None:
+  """`fresh`: {member index: why its old run would be moved aside}."""
   out(f"{swp.config_arg}: {len(indices)} member(s), {len(skipped)} already done, "
       f"{len(jobs)} job(s) to run ({header})")
   for i in indices:
-    note = "  (changed: its old run would be moved aside)" if i in changed else ""
+    note = f"  ({fresh[i]}: its old run would be moved aside)" if i in fresh else ""
     out(f"  {swp.names[i]}  {json.dumps(swp.members[i])}{note}")
   for job in jobs:
     out("  $ " + shlex.join(job.argv))
@@ -213,42 +215,55 @@ def _print_plan(swp: sweep_spec.Sweep, indices: list[int], jobs: list[Job], skip
 def run_sweep(config_arg: str, workdir: str, *, parallel: int = 1, dry_run: bool = False,
               only: str | None = None, seeds_mode: str = "auto", backend: str = "local",
               ray_address: str | None = None, overrides: tuple[str, ...] = (),
-              rerun_changed: bool = False, workers: bool = True,
+              rerun_changed: bool = False, rerun_stale: bool = False,
+              allow_stale: bool = False, workers: bool = True,
               out: Callable[[str], None] = functools.partial(print, flush=True)
               ) -> dict[str, int]:
   """Checks and runs a sweep; returns the count of members per outcome (OUTCOMES), and as
   `skipped` of those done before (counted in their outcome too); a dry run: {"planned": jobs}.
   `overrides` (`key=value`) apply to every member. Bad input (the sweep file, `only`,
   `parallel`, `overrides`, members whose run on disk has another config unless
-  `rerun_changed`) raises ValueError before anything runs or is written; a signal raises
+  `rerun_changed`, or trained under other code unless `rerun_stale` or `allow_stale`) raises
+  ValueError before anything runs or is written; a signal raises
   Interrupted once the running members have exited. With `workers` (backend local) each slot's
   members train in one process that stays up (worker.py), not in a process each."""
   from rnn_research.training import train  # the check builds each member's model and task
 
   if parallel < 1:
     raise ValueError(f"--parallel must be >= 1, got {parallel}")
+  if rerun_stale and allow_stale:
+    raise ValueError("give one of --rerun_stale (train stale members afresh) and --allow_stale "
+                     "(keep their runs)")
   swp = sweep_spec.with_overrides(sweep_spec.load(config_arg), overrides)
   indices = select(swp, only)
   sweep_spec.check(swp, train.init_state)
   changed = sweep_changes.changed(swp, workdir, indices)
   if changed and not rerun_changed:
     raise sweep_spec.SweepError(sweep_changes.describe(swp, workdir, changed))
+  code = provenance.code_fingerprint()
+  stale = sweep_changes.stale(swp, workdir, [i for i in indices if i not in changed], code)
+  if stale and not (rerun_stale or allow_stale):
+    raise sweep_spec.SweepError(sweep_changes.describe_stale(swp, workdir, stale, code))
+  fresh = {**{i: "changed" for i in changed},
+           **{i: "stale" for i in (stale if rerun_stale else ())}}
   vmap = seeds_mode == "vmap" or (seeds_mode == "auto" and launch.backend_of_children() != "cpu")
   if dry_run:
-    jobs, skipped = plan(swp, workdir, indices, vmap, fresh=changed)
-    _print_plan(swp, indices, jobs, skipped, changed, f"seeds_mode={seeds_mode}, vmap={vmap}",
+    jobs, skipped = plan(swp, workdir, indices, vmap, fresh=fresh)
+    _print_plan(swp, indices, jobs, skipped, fresh, f"seeds_mode={seeds_mode}, vmap={vmap}",
                 out)
     return {"planned": len(jobs)}
-  if changed:
-    moved = sweep_changes.move_aside(workdir, [swp.names[i] for i in changed])
-    out(f"moved the old runs of {len(changed)} changed member(s) to {moved}")
+  if fresh:
+    moved = sweep_changes.move_aside(workdir, [swp.names[i] for i in fresh])
+    out(f"moved the old runs of {len(fresh)} changed or stale member(s) to {moved}")
   jobs, skipped = plan(swp, workdir, indices, vmap)
   _write_manifest(swp, workdir, indices)
   out(f"sweep {swp.config_arg} in {workdir}: {len(indices)} member(s), "
       f"{len(indices) - len(skipped)} to run as {len(jobs)} job(s), {len(skipped)} skipped as "
       f"done, parallel {parallel}, backend {backend}"
       + (", in workers" if workers and backend == "local" else "")
-      + (f", overrides {' '.join(swp.overrides)}" if swp.overrides else ""))
+      + (f", overrides {' '.join(swp.overrides)}" if swp.overrides else "")
+      + (f", {len(stale)} stale member(s) kept (--allow_stale)" if stale and not rerun_stale
+         else ""))
   return _run(jobs, workdir, skipped, len(indices), parallel, backend, ray_address, workers,
               out)
 
